@@ -1,0 +1,74 @@
+"""The recorded operations of one claimed run: read once, written with a fence."""
+
+from __future__ import annotations
+
+from django.db import DatabaseError
+
+from . import db
+from .exceptions import AbandonRun, LeaseLost
+from .statuses import StepStatus
+
+
+class Checkpoints:
+    """What a run recorded, by position, and the fenced writer for new records."""
+
+    def __init__(self, claim: db.Claim, records: dict[int, db.StepRecord], alias: str) -> None:
+        self.claim = claim
+        self.alias = alias
+        self._records = records
+
+    @classmethod
+    def load(cls, claim: db.Claim, alias: str) -> Checkpoints:
+        """Read every record of the claimed run in one query."""
+        return cls(claim, db.load_steps(claim.run_id, alias=alias), alias)
+
+    def get(self, position: int) -> db.StepRecord | None:
+        """Return the record at ``position``, if any."""
+        return self._records.get(position)
+
+    @property
+    def end(self) -> int:
+        """Return the position after the last record."""
+        return max(self._records, default=-1) + 1
+
+    def first_failed_position(self) -> int | None:
+        """Return the position of the earliest step recorded as failed, if any."""
+        failed = [p for p, r in self._records.items() if r.status == StepStatus.FAILED]
+        return min(failed, default=None)
+
+    def write(
+        self,
+        position: int,
+        kind: str,
+        name: str,
+        status: StepStatus,
+        *,
+        result: str | None = None,
+        error: str | None = None,
+        attempts: int = 1,
+        duration_ms: float | None = None,
+    ) -> None:
+        """Commit a record, or raise ``LeaseLost`` if another worker owns the run now."""
+        try:
+            written = db.record_step(
+                self.claim,
+                position=position,
+                kind=kind,
+                name=name,
+                status=status,
+                result=result,
+                error=error,
+                attempts=attempts,
+                duration_ms=duration_ms,
+                alias=self.alias,
+            )
+        except DatabaseError as exc:
+            raise AbandonRun(f"Could not record {kind} {name!r}: {exc}") from exc
+        if not written:
+            raise LeaseLost(
+                f"Run {self.claim.run_id} was taken over before {kind} {name!r} at "
+                f"position {position} could be recorded; this worker's result is discarded."
+            )
+        self._records[position] = db.StepRecord(
+            position, kind, name, str(status), result, error, attempts
+        )

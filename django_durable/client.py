@@ -1,0 +1,297 @@
+"""Starting runs and following them from application code.
+
+Writes join the caller's ``transaction.atomic()`` block: a rolled-back request leaves no
+run behind, and workers are notified only when the transaction commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Value
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from . import db, serialization
+from .conf import get_settings
+from .exceptions import DurableError, RunNotFound, WorkflowFailed
+from .models import Run, RunStatus
+from .notify import wait_until
+from .registry import StartOptions, get_workflow
+
+
+def _alias() -> str:
+    return get_settings().DATABASE
+
+
+def _seconds(value: float | timedelta | None) -> float:
+    if value is None:
+        return 0.0
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _db_time(offset: float) -> Any:
+    """Return the database's time plus ``offset`` seconds, for an INSERT.
+
+    PostgreSQL computes it (so application clocks may drift); SQLite shares our clock.
+    """
+    if not db.dialect().pg:
+        return timezone.now() + timedelta(seconds=offset)
+    if not offset:
+        return Now()
+    return ExpressionWrapper(
+        Now() + Value(timedelta(seconds=offset), output_field=DurationField()),
+        output_field=DateTimeField(),
+    )
+
+
+def _schedule(options: StartOptions) -> tuple[Any, Any]:
+    """Return ``available_at`` and ``deadline_at`` for a new run."""
+    timeout = options.workflow.timeout
+    delay = options.delay
+    if isinstance(delay, datetime):
+        if timezone.is_naive(delay):
+            raise ValueError("delay= takes seconds, a timedelta, or an aware datetime.")
+        deadline = delay + timedelta(seconds=timeout) if timeout is not None else None
+        return delay, deadline
+    seconds = _seconds(delay)
+    if seconds < 0:
+        raise ValueError("delay= cannot be negative.")
+    deadline = _db_time(seconds + timeout) if timeout is not None else None
+    return _db_time(seconds), deadline
+
+
+def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]) -> RunHandle:
+    """Insert a pending run (or find the one with the same idempotency key)."""
+    workflow = options.workflow
+    key = options.idempotency_key
+    alias = _alias()
+    if key is not None:
+        existing = Run.objects.using(alias).filter(idempotency_key=key).first()
+        if existing is not None:
+            return _same_workflow(existing, workflow.name)
+    document = serialization.to_document(
+        {"args": list(args), "kwargs": dict(kwargs)},
+        what=f"The input of workflow {workflow.name!r}",
+    )
+    available_at, deadline_at = _schedule(options)
+    run = Run(
+        workflow_name=workflow.name,
+        queue=options.queue or workflow.queue or get_settings().DEFAULT_QUEUE,
+        priority=options.priority,
+        input=document,
+        idempotency_key=key,
+        owner=options.owner,
+        available_at=available_at,
+        deadline_at=deadline_at,
+    )
+    with transaction.atomic(using=alias):
+        if key is None:
+            run.save(force_insert=True, using=alias)
+        else:
+            try:
+                with transaction.atomic(using=alias):  # a savepoint: the key may race
+                    run.save(force_insert=True, using=alias)
+            except IntegrityError:
+                existing = Run.objects.using(alias).filter(idempotency_key=key).first()
+                if existing is None:
+                    raise
+                return _same_workflow(existing, workflow.name)
+        db.notify([f"q:{run.queue}"], alias=alias)
+    # Expressions (the database's now()) were assigned; read the stored values back.
+    run.refresh_from_db(using=alias, fields=["available_at", "deadline_at"])
+    return RunHandle(run)
+
+
+def _same_workflow(run: Run, name: str) -> RunHandle:
+    if run.workflow_name != name:
+        raise DurableError(
+            f"Idempotency key {run.idempotency_key!r} already started run {run.id} of "
+            f"workflow {run.workflow_name!r}, not {name!r}."
+        )
+    return RunHandle(run)
+
+
+async def astart_run(
+    options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
+) -> RunHandle:
+    """Insert a pending run (async)."""
+    return await sync_to_async(start_run)(options, args, kwargs)
+
+
+def start(
+    name: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    delay: float | timedelta | datetime | None = None,
+    owner: Any = None,
+) -> RunHandle:
+    """Start a run of the workflow registered as ``name``."""
+    options = get_workflow(name).using(
+        idempotency_key=idempotency_key, queue=queue, priority=priority, delay=delay, owner=owner
+    )
+    return start_run(options, args, kwargs or {})
+
+
+async def astart(
+    name: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    **options: Any,
+) -> RunHandle:
+    """Start a run of the workflow registered as ``name`` (async)."""
+    return await sync_to_async(start)(name, args, kwargs, **options)
+
+
+def _get(run_id: str | uuid.UUID) -> Run:
+    try:
+        pk = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+        return Run.objects.using(_alias()).get(pk=pk)
+    except (ValueError, Run.DoesNotExist):
+        raise RunNotFound(f"No run has the id {run_id!r}.") from None
+
+
+def get_run(run_id: str | uuid.UUID) -> RunHandle:
+    """Return the handle of a run, or raise ``RunNotFound``."""
+    return RunHandle(_get(run_id))
+
+
+async def aget_run(run_id: str | uuid.UUID) -> RunHandle:
+    """Return the handle of a run, or raise ``RunNotFound`` (async)."""
+    return await sync_to_async(get_run)(run_id)
+
+
+def list_runs(
+    workflow: str | None = None,
+    status: str | Sequence[str] | None = None,
+    limit: int = 100,
+    **filters: Any,
+) -> list[RunHandle]:
+    """Return runs newest first, filtered by workflow name, status and model fields."""
+    runs = Run.objects.using(_alias()).all()
+    if workflow is not None:
+        runs = runs.filter(workflow_name=workflow)
+    if isinstance(status, str):
+        runs = runs.filter(status=status)
+    elif status is not None:
+        runs = runs.filter(status__in=list(status))
+    if filters:
+        runs = runs.filter(**filters)
+    return [RunHandle(run) for run in runs.order_by("-created_at", "-id")[:limit]]
+
+
+async def alist_runs(
+    workflow: str | None = None,
+    status: str | Sequence[str] | None = None,
+    limit: int = 100,
+    **filters: Any,
+) -> list[RunHandle]:
+    """Return runs newest first (async)."""
+    return await sync_to_async(list_runs)(workflow, status, limit, **filters)
+
+
+class RunHandle:
+    """A run as last read from the database; ``refresh()`` reads it again."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id} {self.workflow_name!r} {self.status}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunHandle) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def id(self) -> str:
+        """Return the run's id."""
+        return str(self._run.id)
+
+    @property
+    def status(self) -> RunStatus:
+        """Return the status when last read."""
+        return RunStatus(self._run.status)
+
+    @property
+    def workflow_name(self) -> str:
+        """Return the workflow's registered name."""
+        return self._run.workflow_name
+
+    @property
+    def is_finished(self) -> bool:
+        """Return whether the run was in a terminal state when last read."""
+        return self._run.is_terminal
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """Return the error document of a failed run (or the last retried error)."""
+        return self._run.error
+
+    @property
+    def model(self) -> Run:
+        """Return the ``Run`` row as last read."""
+        return self._run
+
+    def refresh(self) -> RunHandle:
+        """Read the run again and return this handle."""
+        self._run = _get(self._run.id)
+        return self
+
+    async def arefresh(self) -> RunHandle:
+        """Read the run again and return this handle (async)."""
+        return await sync_to_async(self.refresh)()
+
+    def wait(self, timeout: float | timedelta | None = None) -> RunHandle:
+        """Wait until the run is finished and return this handle; ``TimeoutError`` if not."""
+        run_id = self._run.id
+
+        def finished() -> Run | None:
+            run = _get(run_id)
+            return run if run.is_terminal else None
+
+        seconds = None if timeout is None else _seconds(timeout)
+        try:
+            self._run = wait_until(finished, keys=[f"r:{run_id}"], timeout=seconds)
+        except TimeoutError:
+            self.refresh()
+            raise TimeoutError(
+                f"Run {run_id} did not finish within {seconds} seconds "
+                f"(status: {self._run.status})."
+            ) from None
+        return self
+
+    def result(self, timeout: float | timedelta | None = None) -> Any:
+        """Wait for the run to finish and return its result.
+
+        Raises ``WorkflowFailed`` (with the original error) if the run failed or was
+        cancelled, and ``TimeoutError`` if it is still going after ``timeout``.
+        """
+        run = self.wait(timeout)._run
+        if run.status == RunStatus.COMPLETED:
+            return run.get_result()
+        error = run.error or {}
+        verb = "was cancelled" if run.status == RunStatus.CANCELLED else "failed"
+        raise WorkflowFailed(
+            f"Run {run.id} of {run.workflow_name!r} {verb}: "
+            f"{error.get('type', 'Error')}: {error.get('message', '')}",
+            run_id=str(run.id),
+            error=error,
+        )
+
+    async def aresult(self, timeout: float | timedelta | None = None) -> Any:
+        """Wait for the run to finish and return its result (async)."""
+        return await sync_to_async(self.result, thread_sensitive=False)(timeout)

@@ -1,0 +1,100 @@
+"""The ``DJANGO_DURABLE`` settings dict, read once into a frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+SETTING_NAME = "DJANGO_DURABLE"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DurableSettings:
+    """Every key of ``DJANGO_DURABLE``; the reference documents each one."""
+
+    # Database alias that holds the durable tables and runs every worker query.
+    DATABASE: str = "default"
+    # Queue used when a workflow or a start names none.
+    DEFAULT_QUEUE: str = "default"
+    # Seconds an idle worker waits before looking for work again (NOTIFY wakes it sooner).
+    POLL_INTERVAL: float = 1.0
+    # Seconds a claim stays valid without a heartbeat; after that any worker may take over.
+    LEASE_SECONDS: float = 30.0
+    # Seconds between lease renewals; ``None`` means a third of LEASE_SECONDS.
+    HEARTBEAT_INTERVAL: float | None = None
+    # Lease expiries in a row (workers lost mid-run) before the run is failed.
+    MAX_RECOVERIES: int = 5
+    # Largest JSON document stored for an input, result, error or payload, in bytes.
+    MAX_PAYLOAD_BYTES: int = 1024 * 1024
+    # Seconds a worker waits for in-flight steps after SIGTERM before releasing them.
+    SHUTDOWN_TIMEOUT: float = 30.0
+    # Runs one worker process executes at once when --concurrency is not given.
+    WORKER_CONCURRENCY: int = 4
+    # Keyword arguments of the RetryPolicy used by steps that name none.
+    DEFAULT_STEP_RETRY: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # PostgreSQL NOTIFY channel shared by workers and waiting clients.
+    NOTIFY_CHANNEL: str = "django_durable"
+    # Module name imported from every installed app to register workflows.
+    AUTODISCOVER_MODULE: str = "workflows"
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Return the seconds between lease renewals."""
+        if self.HEARTBEAT_INTERVAL is not None:
+            return self.HEARTBEAT_INTERVAL
+        return self.LEASE_SECONDS / 3
+
+    def __post_init__(self) -> None:
+        positive = ("POLL_INTERVAL", "LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "WORKER_CONCURRENCY")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ImproperlyConfigured(f"{SETTING_NAME}[{name!r}] must be greater than 0.")
+        if self.HEARTBEAT_INTERVAL is not None and not (
+            0 < self.HEARTBEAT_INTERVAL < self.LEASE_SECONDS
+        ):
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['HEARTBEAT_INTERVAL'] must be between 0 and LEASE_SECONDS."
+            )
+        if self.MAX_RECOVERIES < 0 or self.SHUTDOWN_TIMEOUT < 0:
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['MAX_RECOVERIES'] and ['SHUTDOWN_TIMEOUT'] cannot be negative."
+            )
+        if not isinstance(self.DEFAULT_STEP_RETRY, Mapping):
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['DEFAULT_STEP_RETRY'] must be a dict of RetryPolicy arguments."
+            )
+
+
+_KNOWN = frozenset(f.name for f in dataclasses.fields(DurableSettings))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> DurableSettings:
+    """Return the validated ``DJANGO_DURABLE`` settings."""
+    raw = getattr(django_settings, SETTING_NAME, None) or {}
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"{SETTING_NAME} must be a dict.")
+    unknown = sorted(set(raw) - _KNOWN)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown {SETTING_NAME} key(s): {', '.join(unknown)}. "
+            f"Known keys: {', '.join(sorted(_KNOWN))}."
+        )
+    try:
+        return DurableSettings(**raw)
+    except TypeError as exc:  # a value of the wrong type in a comparison
+        raise ImproperlyConfigured(f"Invalid {SETTING_NAME}: {exc}") from exc
+
+
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        get_settings.cache_clear()
+
+
+setting_changed.connect(_reset)

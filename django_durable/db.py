@@ -1,0 +1,438 @@
+"""The SQL of the hot path: claim, checkpoint, transition, wake, recover, heartbeat, NOTIFY.
+
+Every write a worker makes about a run it holds is *fenced*: it applies only while the
+run is still ``running`` under the lease token the worker claimed it with. On PostgreSQL
+claims use ``FOR UPDATE SKIP LOCKED``, checkpoints lock the run row ``FOR SHARE`` so a
+takeover cannot slip between the check and the write, and times come from the database's
+``now()``. On SQLite (one machine, one clock, one writer at a time) every statement is
+atomic and the time is the process's. Everything dialect-specific stays in this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .conf import get_settings
+from .statuses import RunStatus, StepStatus
+
+NOW = object()  # sentinel: "the database's current time" as a column value
+_JSON_COLUMNS = frozenset({"result", "error", "input"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """A run a worker holds: what the engine needs to execute it."""
+
+    run_id: uuid.UUID
+    workflow_name: str
+    input: str
+    token: int
+    attempt: int
+    queue: str
+    deadline_at: datetime | None
+    db_now: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepRecord:
+    """A recorded durable operation, as loaded for replay."""
+
+    position: int
+    kind: str
+    name: str
+    status: str
+    result: str | None
+    error: str | None
+    attempts: int
+
+
+class Dialect:
+    """Renders what differs between PostgreSQL and SQLite; parameters are named."""
+
+    def __init__(self, connection: BaseDatabaseWrapper) -> None:
+        self.connection = connection
+        if connection.vendor not in ("postgresql", "sqlite"):
+            raise ImproperlyConfigured(
+                f"django-durable supports PostgreSQL and SQLite, not {connection.vendor}."
+            )
+        self.pg = connection.vendor == "postgresql"
+
+    def now(self, params: dict[str, Any]) -> str:
+        """Return SQL for the current time (a parameter on SQLite)."""
+        if self.pg:
+            return "now()"
+        params.setdefault("now", self.datetime(timezone.now()))
+        return "%(now)s"
+
+    def later(self, seconds: float, params: dict[str, Any], name: str = "later") -> str:
+        """Return SQL for the current time plus ``seconds``."""
+        if self.pg:
+            params[name] = float(seconds)
+            return f"now() + %({name})s * interval '1 second'"
+        params[name] = self.datetime(timezone.now() + timedelta(seconds=seconds))
+        return f"%({name})s"
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        """Return a UUID as the backend stores it."""
+        return value if self.pg else value.hex
+
+    @staticmethod
+    def read_uuid(value: Any) -> uuid.UUID:
+        """Return a UUID read from a raw row."""
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+    def datetime(self, value: datetime | None) -> Any:
+        """Return a datetime as the backend stores it."""
+        if value is None or self.pg:
+            return value
+        return self.connection.ops.adapt_datetimefield_value(value)
+
+    @staticmethod
+    def read_datetime(value: Any) -> datetime | None:
+        """Return an aware datetime read from a raw row."""
+        if value is None or isinstance(value, datetime):
+            return value
+        parsed = parse_datetime(str(value))
+        if parsed is not None and timezone.is_naive(parsed):
+            parsed = timezone.make_aware(parsed, timezone.utc)
+        return parsed
+
+    def param(self, name: str, sql_type: str | None = None) -> str:
+        """Return a named placeholder, cast to ``sql_type`` on PostgreSQL."""
+        return f"%({name})s::{sql_type}" if self.pg and sql_type else f"%({name})s"
+
+    def in_list(self, prefix: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+        """Return ``%(p0)s, %(p1)s, ...`` for an ``IN (...)`` list, filling ``params``."""
+        names = []
+        for index, value in enumerate(values):
+            params[f"{prefix}{index}"] = value
+            names.append(f"%({prefix}{index})s")
+        return ", ".join(names)
+
+
+def dialect(alias: str | None = None) -> Dialect:
+    """Return the dialect of the durable database connection."""
+    return Dialect(connections[alias or get_settings().DATABASE])
+
+
+def _execute(d: Dialect, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    with d.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+def _notifying(d: Dialect, returning_sql: str, payload_sql: str, params: dict[str, Any]) -> str:
+    """Wrap ``UPDATE ... RETURNING`` so PostgreSQL notifies once per row, on commit."""
+    params["channel"] = get_settings().NOTIFY_CHANNEL
+    return f"WITH changed AS ({returning_sql}) SELECT pg_notify(%(channel)s, {payload_sql}) FROM changed"
+
+
+# --- claiming --------------------------------------------------------------------------
+
+
+def claim_runs(
+    *,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    exclude: Iterable[uuid.UUID] = (),
+    alias: str | None = None,
+) -> list[Claim]:
+    """Claim up to ``limit`` ready runs of ``queues`` for ``worker_id``, best priority first.
+
+    ``exclude`` (the worker's own in-flight runs) is never claimed again, even if their
+    lease ran out and they were handed back meanwhile.
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id, "limit": limit}
+    excluded = [d.uuid(run_id) for run_id in exclude]
+    pick = (
+        "SELECT id FROM durable_run WHERE status = 'pending' "
+        f"AND queue IN ({d.in_list('q', queues, params)}) "
+        f"AND available_at <= {d.now(params)}"
+    )
+    if excluded:
+        pick += f" AND id NOT IN ({d.in_list('x', excluded, params)})"
+    pick += " ORDER BY priority DESC, available_at, id LIMIT %(limit)s"
+    sets = (
+        "status = 'running', claimed_by = %(worker)s, lease_token = lease_token + 1, "
+        f"lease_expires_at = {d.later(lease_seconds, params)}, "
+        f"started_at = COALESCE(started_at, {d.now(params)}), updated_at = {d.now(params)}"
+    )
+    returning = "id, workflow_name, input, lease_token, attempt, queue, deadline_at"
+    if d.pg:
+        qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
+        sql = (
+            f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
+            f"FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}, now()"
+        )
+    else:
+        sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
+    rows = _execute(d, sql, params)
+    local_now = timezone.now()
+    claims = [
+        Claim(
+            run_id=d.read_uuid(row[0]),
+            workflow_name=row[1],
+            input=row[2],
+            token=int(row[3]),
+            attempt=int(row[4]),
+            queue=row[5],
+            deadline_at=d.read_datetime(row[6]),
+            db_now=row[7] if d.pg else local_now,
+        )
+        for row in rows
+    ]
+    # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
+    return sorted(claims, key=lambda claim: claim.run_id)
+
+
+# --- checkpoints -----------------------------------------------------------------------
+
+
+def load_steps(run_id: uuid.UUID, *, alias: str | None = None) -> dict[int, StepRecord]:
+    """Return every operation the run recorded, by position, in one query."""
+    d = dialect(alias)
+    rows = _execute(
+        d,
+        "SELECT position, kind, name, status, result, error, attempts "
+        "FROM durable_step WHERE run_id = %(run)s ORDER BY position",
+        {"run": d.uuid(run_id)},
+    )
+    return {row[0]: StepRecord(*row) for row in rows}
+
+
+def record_step(
+    claim: Claim,
+    *,
+    position: int,
+    kind: str,
+    name: str,
+    status: StepStatus,
+    result: str | None = None,
+    error: str | None = None,
+    attempts: int = 1,
+    duration_ms: float | None = None,
+    alias: str | None = None,
+) -> bool:
+    """Write a checkpoint if the claim still holds the run; return whether it was written.
+
+    A ``retrying`` row at the same position is replaced; any other row there wins.
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {
+        "position": position,
+        "kind": kind,
+        "name": name,
+        "status": str(status),
+        "result": result,
+        "error": error,
+        "attempts": attempts,
+        "duration": duration_ms,
+        "run": d.uuid(claim.run_id),
+        "token": claim.token,
+    }
+    sql = (
+        "INSERT INTO durable_step (run_id, position, kind, name, status, result, error, "
+        "attempts, duration_ms, recorded_at) "
+        f"SELECT id, {d.param('position', 'integer')}, {d.param('kind', 'varchar')}, "
+        f"{d.param('name', 'varchar')}, {d.param('status', 'varchar')}, "
+        f"{d.param('result', 'jsonb')}, {d.param('error', 'jsonb')}, "
+        f"{d.param('attempts', 'integer')}, {d.param('duration', 'double precision')}, "
+        f"{d.now(params)} FROM durable_run "
+        "WHERE id = %(run)s AND lease_token = %(token)s AND status = 'running'"
+        f"{' FOR SHARE' if d.pg else ''} "
+        "ON CONFLICT (run_id, position) DO UPDATE SET status = excluded.status, "
+        "result = excluded.result, error = excluded.error, attempts = excluded.attempts, "
+        "duration_ms = excluded.duration_ms, recorded_at = excluded.recorded_at "
+        "WHERE durable_step.status = 'retrying'"
+    )
+    with d.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def delete_steps_from(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:
+    """Delete the run's recorded operations at ``position`` and after; return how many."""
+    d = dialect(alias)
+    with d.connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM durable_step WHERE run_id = %(run)s AND position >= %(position)s",
+            {"run": d.uuid(run_id), "position": position},
+        )
+        return cursor.rowcount
+
+
+# --- transitions of a claimed run ----------------------------------------------------
+
+
+def update_claimed_run(
+    claim: Claim,
+    values: dict[str, Any],
+    *,
+    notify: str | None = None,
+    alias: str | None = None,
+) -> bool:
+    """Apply ``values`` to the run if the claim still holds it; return whether it did.
+
+    ``values`` maps column to value: ``NOW`` is the database's time, JSON columns take
+    JSON text. ``notify="run"`` tells waiting clients the run changed, ``"queue"`` wakes
+    workers of its queue (PostgreSQL NOTIFY, delivered on commit).
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"run": d.uuid(claim.run_id), "token": claim.token}
+    sets = []
+    for column, value in values.items():
+        if value is NOW:
+            sets.append(f"{column} = {d.now(params)}")
+            continue
+        if isinstance(value, datetime):
+            value = d.datetime(value)
+        params[f"v_{column}"] = value
+        sql_type = "jsonb" if column in _JSON_COLUMNS else None
+        sets.append(f"{column} = {d.param(f'v_{column}', sql_type)}")
+    sql = (
+        f"UPDATE durable_run SET {', '.join(sets)} "
+        "WHERE id = %(run)s AND lease_token = %(token)s AND status = 'running'"
+    )
+    if d.pg and notify:
+        payload = "'r:' || id::text" if notify == "run" else "'q:' || queue"
+        sql = _notifying(d, f"{sql} RETURNING id, queue", payload, params)
+        return len(_execute(d, sql, params)) == 1
+    with d.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
+def released_values() -> dict[str, Any]:
+    """Return the columns that end a claim: no worker, no lease, no recoveries pending."""
+    return {"claimed_by": None, "lease_expires_at": None, "recoveries": 0, "updated_at": NOW}
+
+
+# --- maintenance any worker performs ---------------------------------------------------
+
+
+def wake_due_runs(*, limit: int = 1000, alias: str | None = None) -> int:
+    """Make waiting runs whose wake time has come pending again; return how many."""
+    d = dialect(alias)
+    params: dict[str, Any] = {"limit": limit}
+    now = d.now(params)
+    pick = (
+        f"SELECT id FROM durable_run WHERE status = 'waiting' AND wake_at <= {now} "
+        "ORDER BY wake_at LIMIT %(limit)s"
+    )
+    sets = (
+        "status = 'pending', available_at = wake_at, wake_at = NULL, waiting_for = '', "
+        f"updated_at = {now}"
+    )
+    if d.pg:
+        params["channel"] = get_settings().NOTIFY_CHANNEL
+        sql = (
+            f"WITH due AS ({pick} FOR UPDATE SKIP LOCKED), woken AS (UPDATE durable_run "
+            f"SET {sets} FROM due WHERE durable_run.id = due.id RETURNING queue) "
+            "SELECT n, pg_notify(%(channel)s, 'q:' || queue) FROM "
+            "(SELECT queue, count(*) AS n FROM woken GROUP BY queue) AS per_queue"
+        )
+        return sum(int(row[0]) for row in _execute(d, sql, params))
+    with d.connection.cursor() as cursor:
+        cursor.execute(f"UPDATE durable_run SET {sets} WHERE id IN ({pick})", params)
+        return cursor.rowcount
+
+
+def recover_expired_runs(
+    *, max_recoveries: int, error: str, limit: int = 100, alias: str | None = None
+) -> list[tuple[uuid.UUID, str]]:
+    """Take back runs whose lease expired, failing those lost more than ``max_recoveries``.
+
+    Returns ``(run_id, new_status)`` per run. Rows another transaction has locked (a
+    stalled worker inside an atomic step) are skipped until it lets go.
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"limit": limit, "max": max_recoveries, "error": error}
+    now = d.now(params)
+    pick = (
+        f"SELECT id FROM durable_run WHERE status = 'running' AND lease_expires_at < {now} "
+        "ORDER BY lease_expires_at LIMIT %(limit)s"
+    )
+    over = "recoveries >= %(max)s"
+    sets = (
+        f"status = CASE WHEN {over} THEN '{RunStatus.FAILED}' ELSE '{RunStatus.PENDING}' END, "
+        f"error = CASE WHEN {over} THEN {d.param('error', 'jsonb')} ELSE error END, "
+        f"finished_at = CASE WHEN {over} THEN {now} ELSE NULL END, "
+        "recoveries = recoveries + 1, claimed_by = NULL, lease_expires_at = NULL, "
+        f"available_at = {now}, updated_at = {now}"
+    )
+    if d.pg:
+        sql = (
+            f"WITH expired AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
+            "FROM expired WHERE durable_run.id = expired.id "
+            "RETURNING durable_run.id, durable_run.status, durable_run.queue"
+        )
+    else:
+        sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING id, status, queue"
+    rows = _execute(d, sql, params)
+    notify(
+        [f"r:{d.read_uuid(r[0])}" if r[1] == RunStatus.FAILED else f"q:{r[2]}" for r in rows],
+        alias=alias,
+    )
+    return [(d.read_uuid(row[0]), str(row[1])) for row in rows]
+
+
+def extend_leases(
+    worker_id: str,
+    run_ids: Sequence[uuid.UUID],
+    lease_seconds: float,
+    *,
+    alias: str | None = None,
+) -> set[uuid.UUID]:
+    """Extend the leases this worker still holds; return the ids it still holds."""
+    if not run_ids:
+        return set()
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id}
+    ids = d.in_list("r", [d.uuid(run_id) for run_id in run_ids], params)
+    sql = (
+        f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
+        f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) RETURNING id"
+    )
+    return {d.read_uuid(row[0]) for row in _execute(d, sql, params)}
+
+
+def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:
+    """Hand back every run this worker still holds (it is exiting); return how many."""
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id}
+    now = d.now(params)
+    sql = (
+        "UPDATE durable_run SET status = 'pending', claimed_by = NULL, "
+        f"lease_expires_at = NULL, available_at = {now}, updated_at = {now} "
+        "WHERE claimed_by = %(worker)s AND status = 'running'"
+    )
+    if d.pg:
+        sql = _notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
+        return len(_execute(d, sql, params))
+    with d.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def notify(payloads: Iterable[str], *, alias: str | None = None) -> None:
+    """Send NOTIFY payloads on PostgreSQL (delivered when the transaction commits)."""
+    d = dialect(alias)
+    unique = sorted(set(payloads))
+    if not d.pg or not unique:
+        return
+    params: dict[str, Any] = {"channel": get_settings().NOTIFY_CHANNEL}
+    values = d.in_list("p", unique, params)
+    _execute(d, f"SELECT pg_notify(%(channel)s, p) FROM unnest(ARRAY[{values}]) AS p", params)

@@ -1,0 +1,155 @@
+"""Execute one claimed run against its records and say how it ended.
+
+The engine replays the workflow function from the top: recorded operations return their
+recorded outcome, new ones run and are checkpointed. It returns an ``Outcome``; it never
+loops, sleeps or listens. The worker stores the outcome and owns time and I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from asgiref.sync import async_to_sync
+
+from . import serialization
+from .checkpoints import Checkpoints
+from .conf import get_settings
+from .context import AsyncContext, BaseContext, Context, Interrupt
+from .db import Claim
+from .exceptions import (
+    AbandonRun,
+    SerializationError,
+    SuspendRun,
+    WorkflowNotFound,
+)
+from .registry import Workflow, get_workflow
+from .runtime import current_context
+
+logger = logging.getLogger("django_durable")
+
+OutcomeKind = Literal["completed", "failed", "retry", "suspended", "released", "abandoned"]
+# What a workflow may raise that fails the run rather than the worker.
+_RUN_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, asyncio.CancelledError)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How an execution ended.
+
+    - ``completed``: ``result`` holds the JSON text of the return value.
+    - ``failed``: ``error`` holds the JSON error document; the run is finished.
+    - ``retry``: failed, but the workflow's policy runs it again at ``wake_at`` after
+      deleting the records from ``rewind_to`` on (the failed steps).
+    - ``suspended``: waits until ``wake_at`` (``None``: until woken) for ``reason``.
+    - ``released``: handed back unfinished (the worker is stopping).
+    - ``abandoned``: this worker lost the run (lease taken over, database gone).
+    """
+
+    kind: OutcomeKind
+    result: str | None = None
+    error: str | None = None
+    wake_at: datetime | None = None
+    reason: str = ""
+    rewind_to: int | None = None
+
+
+def execute(claim: Claim, *, alias: str | None = None, interrupt: Interrupt | None = None) -> Outcome:
+    """Run the claimed run until it finishes, suspends, or is lost; return the outcome."""
+    alias = alias or get_settings().DATABASE
+    try:
+        workflow = get_workflow(claim.workflow_name)
+        decoded = serialization.loads(claim.input) or {}
+        args, kwargs = list(decoded.get("args", [])), dict(decoded.get("kwargs", {}))
+    except (WorkflowNotFound, ValueError, TypeError, AttributeError) as exc:
+        return _failed(exc)
+    checkpoints = Checkpoints.load(claim, alias)
+    if workflow.is_async:
+        actx = AsyncContext(claim=claim, checkpoints=checkpoints, interrupt=interrupt)
+        return async_to_sync(_execute_async)(workflow, actx, args, kwargs)
+    ctx = Context(claim=claim, checkpoints=checkpoints, interrupt=interrupt)
+    return _settle(workflow, ctx, lambda: _call_sync(workflow, ctx, args, kwargs))
+
+
+def _call_sync(workflow: Workflow[Any, Any], ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    token = current_context.set(ctx)
+    try:
+        return workflow.fn(ctx, *args, **kwargs)
+    finally:
+        current_context.reset(token)
+
+
+async def _execute_async(
+    workflow: Workflow[Any, Any], ctx: AsyncContext, args: list[Any], kwargs: dict[str, Any]
+) -> Outcome:
+    token = current_context.set(ctx)
+    try:
+        value = await workflow.fn(ctx, *args, **kwargs)
+    except BaseException as exc:  # handed to _settle, which knows every kind
+        error: BaseException = exc
+        return _settle(workflow, ctx, lambda: _reraise(error))
+    finally:
+        current_context.reset(token)
+    return _settle(workflow, ctx, lambda: value)
+
+
+def _reraise(exc: BaseException) -> Any:
+    raise exc
+
+
+def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], Any]) -> Outcome:
+    """Run ``call`` (the workflow body, or its result) and turn how it ended into an Outcome."""
+    try:
+        value = call()
+    except SuspendRun as signal:
+        if ctx.fatal is not None:
+            return _failed(ctx.fatal)
+        if signal.release:
+            return Outcome(kind="released", reason=signal.reason)
+        return Outcome(kind="suspended", wake_at=signal.wake_at, reason=signal.reason)
+    except AbandonRun as signal:
+        logger.warning("Abandoning run %s: %s", ctx.run_id, signal)
+        return Outcome(kind="abandoned", reason=str(signal))
+    except _RUN_ERRORS as exc:
+        return _failure(workflow, ctx, ctx.fatal or exc)
+    if ctx.fatal is not None:  # the workflow swallowed it; the run still fails
+        return _failed(ctx.fatal)
+    unreached = ctx.unreached_operations()
+    if unreached is not None:
+        return _failed(unreached)
+    try:
+        text = serialization.dumps(value, what=f"The return value of workflow {ctx.workflow_name!r}")
+    except SerializationError as exc:
+        return _failed(exc)
+    return Outcome(kind="completed", result=text)
+
+
+def _failure(workflow: Workflow[Any, Any], ctx: BaseContext, exc: BaseException) -> Outcome:
+    if exc is not ctx.fatal and workflow.retry.should_retry(exc, ctx.attempt):
+        delay = workflow.retry.delay(ctx.attempt, exc)
+        wake_at = ctx.clock.now() + timedelta(seconds=delay)
+        if ctx.deadline is None or wake_at < ctx.deadline:
+            return Outcome(
+                kind="retry",
+                error=_error_text(exc),
+                wake_at=wake_at,
+                reason=f"retry of the workflow (attempt {ctx.attempt + 1})",
+                rewind_to=ctx.first_failed_position(),
+            )
+    return _failed(exc)
+
+
+def _failed(exc: BaseException) -> Outcome:
+    return Outcome(kind="failed", error=_error_text(exc))
+
+
+def _error_text(exc: BaseException) -> str:
+    info = serialization.error_info(exc)
+    step = getattr(exc, "__durable_step__", None)
+    if step is not None:
+        info["step"] = step  # the run failed because this step did
+    return serialization.dumps(info, what="The run's error", limit=2 * 1024 * 1024)

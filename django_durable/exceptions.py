@@ -1,0 +1,128 @@
+"""Every exception django-durable raises; a class's docstring is its default message."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class DurableError(Exception):
+    """A django-durable operation failed."""
+
+    def __init__(self, message: str | None = None, *args: Any) -> None:
+        super().__init__(message or (self.__doc__ or "").strip(), *args)
+
+
+class WorkflowNotFound(DurableError, LookupError):
+    """No workflow is registered under that name."""
+
+
+class RunNotFound(DurableError, LookupError):
+    """No run has that id."""
+
+
+class SerializationError(DurableError, TypeError):
+    """A value cannot be stored as JSON."""
+
+
+class PayloadTooLarge(SerializationError, ValueError):
+    """A value is larger than DJANGO_DURABLE['MAX_PAYLOAD_BYTES']."""
+
+
+class NonDeterministicWorkflow(DurableError):
+    """The workflow's code no longer matches the operations its run recorded."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        position: int | None = None,
+        recorded: str | None = None,
+        new: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.position = position
+        self.recorded = recorded
+        self.new = new
+
+
+class RetryableError(DurableError):
+    """A step failed in a way that is worth retrying."""
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(DurableError):
+    """A step or workflow failed in a way that retrying cannot fix."""
+
+
+class StepFailed(DurableError):
+    """A step failed and its exception cannot be raised again as its own type."""
+
+    def __init__(self, message: str | None = None, *, error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.error = error or {}
+
+
+class WorkflowFailed(DurableError):
+    """The run failed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        run_id: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.error: dict[str, Any] = error or {}
+
+    @property
+    def error_type(self) -> str:
+        """Return the dotted name of the exception that failed the run."""
+        return str(self.error.get("type", ""))
+
+    @property
+    def error_message(self) -> str:
+        """Return the message of the exception that failed the run."""
+        return str(self.error.get("message", ""))
+
+    @property
+    def traceback(self) -> str:
+        """Return the formatted traceback recorded when the run failed."""
+        return str(self.error.get("traceback", ""))
+
+
+class WorkflowTimedOut(DurableError, TimeoutError):
+    """The run passed the deadline set by its workflow's ``timeout``."""
+
+
+class AbandonRun(BaseException):
+    """This worker cannot go on with the run (its database write failed); it gives it up.
+
+    A ``BaseException`` so that a workflow's ``except Exception`` cannot swallow it.
+    """
+
+
+class LeaseLost(AbandonRun):
+    """This worker no longer holds the run's lease; another worker owns it now."""
+
+
+class SuspendRun(BaseException):
+    """The run waits for something; the engine stores the wait and frees the worker.
+
+    A ``BaseException`` so that a workflow's ``except Exception`` cannot swallow it.
+    ``wake_at`` is when the run becomes runnable again (``None``: only when woken);
+    ``release`` hands the run straight back to the queue (worker shutting down).
+    """
+
+    def __init__(
+        self, reason: str, *, wake_at: datetime | None = None, release: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wake_at = wake_at
+        self.release = release

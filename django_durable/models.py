@@ -1,0 +1,193 @@
+"""Runs, their recorded operations, and the worker processes that execute them."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import serialization
+from .statuses import RunStatus, StepStatus
+
+__all__ = ["Run", "RunStatus", "Step", "StepStatus", "WorkerProcess", "uuid7"]
+
+
+def uuid7() -> uuid.UUID:
+    """Return a time-ordered UUID (RFC 9562 version 7): new rows land at the index's end."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76 | ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62 | (rand & ((1 << 62) - 1))
+    return uuid.UUID(int=value)
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    """Runs, filtered by state."""
+
+    def ready(self) -> RunQuerySet:
+        """Return runs a worker may claim now."""
+        return self.filter(status=RunStatus.PENDING, available_at__lte=timezone.now())
+
+    def waiting(self) -> RunQuerySet:
+        """Return suspended runs."""
+        return self.filter(status=RunStatus.WAITING)
+
+    def expired(self) -> RunQuerySet:
+        """Return running runs whose lease ran out (their worker is gone or stuck)."""
+        return self.filter(status=RunStatus.RUNNING, lease_expires_at__lt=timezone.now())
+
+    def active(self) -> RunQuerySet:
+        """Return runs that are not finished."""
+        return self.exclude(status__in=RunStatus.terminal())
+
+    def finished(self) -> RunQuerySet:
+        """Return runs in a terminal state."""
+        return self.filter(status__in=RunStatus.terminal())
+
+
+class Run(models.Model):
+    """One execution of a workflow, from start to a terminal state."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    workflow_name = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING
+    )
+    queue = models.CharField(max_length=100, default="default")
+    # Higher runs first.
+    priority = models.SmallIntegerField(default=0)
+    # {"args": [...], "kwargs": {...}} as tagged JSON (see serialization).
+    input = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    # {"type", "message", "traceback", ...} of the error that failed the run.
+    error = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="durable_runs",
+    )
+    # Workflow-level attempt, 1-based (a failed run retried by its policy counts up).
+    attempt = models.PositiveIntegerField(default=1)
+    # Fencing token: incremented by every claim; every write from a worker checks it.
+    lease_token = models.PositiveBigIntegerField(default=0)
+    claimed_by = models.CharField(max_length=64, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Leases that expired in a row: the run's workers died or stalled mid-run.
+    recoveries = models.PositiveSmallIntegerField(default=0)
+    # A pending run is not claimed before this time (start delay).
+    available_at = models.DateTimeField(default=timezone.now)
+    # A waiting run becomes pending at this time (``None``: only when woken).
+    wake_at = models.DateTimeField(null=True, blank=True)
+    # What a waiting run waits for, for people: "sleep", "retry of step 'charge'", ...
+    waiting_for = models.CharField(max_length=255, blank=True, default="")
+    # The run fails with WorkflowTimedOut if it is not finished by then.
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        db_table = "durable_run"
+        ordering = ("-created_at",)
+        verbose_name = _("workflow run")
+        indexes = (
+            # Claim: only pending rows are in it, however many finished runs pile up.
+            models.Index(
+                fields=("queue", "-priority", "available_at"),
+                condition=Q(status="pending"),
+                name="durable_run_ready",
+            ),
+            models.Index(
+                fields=("wake_at",), condition=Q(status="waiting"), name="durable_run_wake"
+            ),
+            models.Index(
+                fields=("lease_expires_at",),
+                condition=Q(status="running"),
+                name="durable_run_lease",
+            ),
+            models.Index(fields=("-created_at",), name="durable_run_created"),
+            models.Index(fields=("workflow_name", "-created_at"), name="durable_run_workflow"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.workflow_name} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return whether the run has finished for good."""
+        return self.status in RunStatus.terminal()
+
+    def get_input(self) -> tuple[list[Any], dict[str, Any]]:
+        """Return the decoded positional and keyword arguments."""
+        decoded = serialization.from_document(self.input or {})
+        return list(decoded.get("args", [])), dict(decoded.get("kwargs", {}))
+
+    def get_result(self) -> Any:
+        """Return the decoded result of a completed run."""
+        return serialization.from_document(self.result)
+
+
+class Step(models.Model):
+    """A durable operation a run recorded at a position: a step, a timer, a value."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    # "step", "sleep", "now", "uuid", "random", ...
+    kind = models.CharField(max_length=16)
+    name = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=1)
+    # Wall time of the last attempt's body, for people reading the admin.
+    duration_ms = models.FloatField(null=True, blank=True)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "durable_step"
+        ordering = ("run", "position")
+        constraints = (
+            models.UniqueConstraint(fields=("run", "position"), name="durable_step_position"),
+        )
+
+    def __str__(self) -> str:
+        return f"#{self.position} {self.kind} {self.name!r} ({self.status})"
+
+    def get_result(self) -> Any:
+        """Return the decoded recorded result."""
+        return serialization.from_document(self.result)
+
+
+class WorkerProcess(models.Model):
+    """A ``run_workflow_worker`` process, as it last reported itself."""
+
+    id = models.CharField(primary_key=True, max_length=64)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "durable_worker"
+        ordering = ("-started_at",)
+        verbose_name = _("worker process")
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid}"

@@ -1,0 +1,176 @@
+"""Waking up: one LISTEN connection per process on PostgreSQL, polling everywhere.
+
+Payloads on the channel are ``q:<queue>`` (work is ready in a queue; ``q:*`` any queue)
+and ``r:<run id>`` (a run changed state). A notification is only ever a hint: every
+waiter also re-checks the database at least once per ``POLL_INTERVAL``, so a lost
+notification (listener reconnecting, database restart) costs latency, never correctness.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from django.db import connections
+from psycopg import sql
+
+from .conf import get_settings
+
+logger = logging.getLogger("django_durable")
+T = TypeVar("T")
+Callback = Callable[[], None]
+
+
+class Listener:
+    """A background thread that LISTENs and calls the subscribers of each payload."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.connected = threading.Event()
+        self._subscribers: dict[str, set[Callback]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, keys: Iterable[str], callback: Callback) -> None:
+        """Call ``callback`` when a payload in ``keys`` arrives (and after reconnecting)."""
+        with self._lock:
+            for key in keys:
+                self._subscribers[key].add(callback)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="durable-listener", daemon=True
+                )
+                self._thread.start()
+
+    def unsubscribe(self, keys: Iterable[str], callback: Callback) -> None:
+        """Stop calling ``callback`` for ``keys``."""
+        with self._lock:
+            for key in keys:
+                callbacks = self._subscribers.get(key)
+                if callbacks is not None:
+                    callbacks.discard(callback)
+                    if not callbacks:
+                        del self._subscribers[key]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop listening and close the connection."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _dispatch(self, payload: str) -> None:
+        with self._lock:
+            if payload == "q:*":
+                targets = {cb for key, cbs in self._subscribers.items() if key[:2] == "q:" for cb in cbs}
+            else:
+                targets = set(self._subscribers.get(payload, ()))
+                if payload[:2] == "q:":
+                    targets |= self._subscribers.get("q:*", set())
+        for callback in targets:
+            callback()
+
+    def _wake_everyone(self) -> None:
+        with self._lock:
+            targets = {cb for cbs in self._subscribers.values() for cb in cbs}
+        for callback in targets:
+            callback()
+
+    def _connect(self) -> Any:
+        wrapper = connections[self.alias]
+        conn = wrapper.get_new_connection(wrapper.get_connection_params())
+        conn.autocommit = True
+        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(get_settings().NOTIFY_CHANNEL)))
+        return conn
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                self.connected.set()
+                backoff = 0.1
+                # Anything sent while we were not listening is lost: everyone re-checks.
+                self._wake_everyone()
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=1.0):
+                        self._dispatch(note.payload)
+            except Exception as exc:
+                self.connected.clear()
+                logger.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:  # already broken
+                        logger.debug("closing a broken LISTEN connection failed", exc_info=True)
+        self.connected.clear()
+
+
+_listeners: dict[str, Listener] = {}
+_listeners_lock = threading.Lock()
+
+
+def get_listener(alias: str | None = None) -> Listener | None:
+    """Return this process's listener for the durable database (``None`` unless PostgreSQL)."""
+    alias = alias or get_settings().DATABASE
+    if connections[alias].vendor != "postgresql":
+        return None
+    with _listeners_lock:
+        listener = _listeners.get(alias)
+        if listener is None:
+            listener = _listeners[alias] = Listener(alias)
+        return listener
+
+
+def stop_listeners() -> None:
+    """Stop every listener of this process (tests, and workers on exit)."""
+    with _listeners_lock:
+        listeners = list(_listeners.values())
+        _listeners.clear()
+    for listener in listeners:
+        listener.stop()
+
+
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    keys: Iterable[str],
+    timeout: float | None,
+    alias: str | None = None,
+) -> T:
+    """Return ``check()`` once it is not ``None``, re-checking when notified or polling.
+
+    Raises ``TimeoutError`` after ``timeout`` seconds (``None``: wait forever).
+    """
+    keys = list(keys)
+    poll = get_settings().POLL_INTERVAL
+    listener = get_listener(alias)
+    event = threading.Event()
+    if listener is not None:
+        listener.subscribe(keys, event.set)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    interval = min(0.02, poll)
+    try:
+        while True:
+            event.clear()
+            result = check()
+            if result is not None:
+                return result
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
+            # Notified waits need only a slow safety poll; unnotified ones back off.
+            pause = poll if listener is not None and listener.connected.is_set() else interval
+            event.wait(pause if remaining is None else min(pause, remaining))
+            interval = min(interval * 1.5, poll)
+    finally:
+        if listener is not None:
+            listener.unsubscribe(keys, event.set)

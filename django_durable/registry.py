@@ -1,0 +1,284 @@
+"""Declaring workflows and steps, and finding them again by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from django.utils.module_loading import autodiscover_modules
+
+from .conf import get_settings
+from .exceptions import DurableError, WorkflowNotFound
+from .retry import RetryPolicy
+from .runtime import current_context, inside_step
+
+if TYPE_CHECKING:
+    from .client import RunHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_NAME_LENGTH = 200
+
+_workflows: dict[str, Workflow[Any, Any]] = {}
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"A {what} name must be a non-empty string of at most 200 characters.")
+    return name
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _seconds(value: float | timedelta | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds < 0:
+        raise ValueError(f"{what} cannot be negative.")
+    return seconds
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StartOptions:
+    """How to start a run: returned by ``Workflow.using()``; call ``.start()`` on it."""
+
+    workflow: Workflow[Any, Any]
+    idempotency_key: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    delay: float | timedelta | datetime | None = None
+    owner: Any = None
+
+    def start(self, *args: Any, **kwargs: Any) -> RunHandle:
+        """Start a run of the workflow with these options and arguments."""
+        from .client import start_run
+
+        return start_run(self, args, kwargs)
+
+    async def astart(self, *args: Any, **kwargs: Any) -> RunHandle:
+        """Start a run of the workflow with these options and arguments (async)."""
+        from .client import astart_run
+
+        return await astart_run(self, args, kwargs)
+
+
+class Workflow(Generic[P, R]):
+    """A registered workflow: call ``.start()`` to run it durably.
+
+    Calling the object itself calls the plain function, which is handy in unit tests.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[Concatenate[Any, P], R],
+        *,
+        name: str,
+        queue: str | None,
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> None:
+        self.fn = fn
+        self.name = _check_name(name, "workflow")
+        self.queue = queue
+        self.retry = retry
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r}>"
+
+    def __call__(self, ctx: Any, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(ctx, *args, **kwargs)
+
+    @property
+    def max_attempts(self) -> int:
+        """Return how many times a failing run is attempted in all."""
+        return self.retry.max_attempts
+
+    def using(
+        self,
+        *,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        delay: float | timedelta | datetime | None = None,
+        owner: Any = None,
+    ) -> StartOptions:
+        """Return start options: an idempotency key, queue, priority, delay or owner."""
+        return StartOptions(
+            workflow=self,
+            idempotency_key=idempotency_key,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            owner=owner,
+        )
+
+    def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle:
+        """Start a run with these arguments and return its handle."""
+        return self.using().start(*args, **kwargs)
+
+    async def astart(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle:
+        """Start a run with these arguments and return its handle (async)."""
+        return await self.using().astart(*args, **kwargs)
+
+
+class StepFunction(Generic[P, R]):
+    """A function whose calls inside a workflow are checkpointed steps.
+
+    Outside a workflow (or inside another step's body) it is an ordinary call.
+    In an ``async def`` workflow, ``await`` the call.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        retry: RetryPolicy | None,
+        atomic: bool,
+    ) -> None:
+        self.fn = fn
+        self.name = _check_name(name, "step")
+        self.retry = retry
+        self.atomic = atomic
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = current_context.get()
+        if ctx is None or inside_step.get():
+            return self.fn(*args, **kwargs)
+        result: R = ctx.step(self.name, self, *args, **kwargs)
+        return result
+
+
+def register(wf: Workflow[Any, Any]) -> None:
+    """Add ``wf`` to the registry; a different function under a taken name is an error."""
+    existing = _workflows.get(wf.name)
+    if existing is not None and _default_name(existing.fn) != _default_name(wf.fn):
+        raise DurableError(
+            f"Workflow name {wf.name!r} is registered twice: by "
+            f"{_default_name(existing.fn)} and by {_default_name(wf.fn)}. "
+            "Give one of them another name=."
+        )
+    _workflows[wf.name] = wf
+
+
+def unregister(name: str) -> None:
+    """Remove a workflow from the registry (for tests)."""
+    _workflows.pop(name, None)
+
+
+def get_workflow(name: str) -> Workflow[Any, Any]:
+    """Return the workflow registered as ``name`` or raise ``WorkflowNotFound``."""
+    try:
+        return _workflows[name]
+    except KeyError:
+        known = ", ".join(sorted(_workflows)) or "none"
+        raise WorkflowNotFound(
+            f"No workflow named {name!r} is registered (registered: {known}). "
+            f"Define it with @durable.workflow in an installed app's "
+            f"{get_settings().AUTODISCOVER_MODULE!r} module."
+        ) from None
+
+
+def registered_workflows() -> dict[str, Workflow[Any, Any]]:
+    """Return a copy of the registry, name to workflow."""
+    return dict(_workflows)
+
+
+def autodiscover() -> None:
+    """Import the workflows module of every installed app."""
+    autodiscover_modules(get_settings().AUTODISCOVER_MODULE)
+
+
+@overload
+def workflow(fn: Callable[Concatenate[Any, P], R], /) -> Workflow[P, R]: ...
+
+
+@overload
+def workflow(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    max_attempts: int = 1,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> Callable[[Callable[Concatenate[Any, P], R]], Workflow[P, R]]: ...
+
+
+def workflow(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    max_attempts: int = 1,
+    retry: RetryPolicy | None = None,
+    timeout: float | timedelta | None = None,
+) -> Any:
+    """Declare a workflow: ``fn(ctx, *args, **kwargs)``, registered under ``name``.
+
+    ``max_attempts`` > 1 runs a failed workflow again from its checkpoints (``retry=``
+    gives the full policy); ``timeout`` fails a run that is not finished that many
+    seconds after it started.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
+        if not callable(func):
+            raise TypeError("@durable.workflow decorates a function.")
+        wf = Workflow(
+            func,
+            name=name or _default_name(func),
+            queue=queue,
+            retry=retry or RetryPolicy(max_attempts=max_attempts),
+            timeout=_seconds(timeout, "A workflow timeout"),
+        )
+        register(wf)
+        return wf
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@overload
+def step(fn: Callable[P, R], /) -> StepFunction[P, R]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    atomic: bool = False,
+) -> Callable[[Callable[P, R]], StepFunction[P, R]]: ...
+
+
+def step(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    atomic: bool = False,
+) -> Any:
+    """Declare a step function: inside a workflow each call is checkpointed."""
+
+    def decorate(func: Callable[..., Any]) -> StepFunction[Any, Any]:
+        if not callable(func):
+            raise TypeError("@durable.step decorates a function.")
+        return StepFunction(func, name=name or func.__name__, retry=retry, atomic=atomic)
+
+    return decorate(fn) if fn is not None else decorate

@@ -1,0 +1,39 @@
+"""The states of runs and recorded operations (importable before the app registry is ready)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class RunStatus(models.TextChoices):
+    """Where a run is in its life; completed, failed and cancelled never change again."""
+
+    # Waiting for a worker: new, released by a stopping worker, or woken from a wait.
+    PENDING = "pending", _("Pending")
+    # A worker holds its lease and executes it.
+    RUNNING = "running", _("Running")
+    # Suspended until a time (sleep, retry backoff) or until something wakes it.
+    WAITING = "waiting", _("Waiting")
+    # Returned a result.
+    COMPLETED = "completed", _("Completed")
+    # Raised an error that was not retried, or lost its workers too often.
+    FAILED = "failed", _("Failed")
+    # Stopped on request.
+    CANCELLED = "cancelled", _("Cancelled")
+
+    @classmethod
+    def terminal(cls) -> frozenset[RunStatus]:
+        """Return the statuses a run never leaves."""
+        return frozenset({cls.COMPLETED, cls.FAILED, cls.CANCELLED})
+
+
+class StepStatus(models.TextChoices):
+    """The outcome recorded for a durable operation."""
+
+    # Done; replay returns the recorded result.
+    COMPLETED = "completed", _("Completed")
+    # Failed for good; replay raises the recorded error.
+    FAILED = "failed", _("Failed")
+    # Failed and waits to be attempted again; ``attempts`` counts the tries so far.
+    RETRYING = "retrying", _("Retrying")

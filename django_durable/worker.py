@@ -1,0 +1,358 @@
+"""The worker: claim runnable runs, hold their leases, execute them, store the outcome.
+
+``Worker.run_once()`` does one round in the calling thread (tests use it); ``run()`` is
+the long-lived loop of ``manage.py run_workflow_worker``: a thread pool executes runs,
+a heartbeat thread renews leases, and on PostgreSQL a LISTEN connection wakes the loop
+as soon as work is committed, with polling as the fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import DatabaseError, InterfaceError, close_old_connections, connections, reset_queries, transaction
+from django.utils import timezone
+
+from . import db, engine, serialization
+from .conf import get_settings
+from .exceptions import LeaseLost, SuspendRun
+from .models import RunStatus, WorkerProcess
+from .notify import get_listener
+
+logger = logging.getLogger("django_durable")
+
+_DB_ERRORS = (DatabaseError, InterfaceError)
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class InFlight:
+    """A claim this worker is executing."""
+
+    claim: db.Claim
+    lost: bool = False  # the heartbeat found the lease taken over
+
+
+def _worker_id() -> str:
+    host = socket.gethostname()[:32]
+    return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class Worker:
+    """Executes runs of the given queues, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        poll_interval: float | None = None,
+        lease_seconds: float | None = None,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        conf = get_settings()
+        self.alias = conf.DATABASE
+        self.id = _worker_id()
+        self.queues = list(dict.fromkeys(queues or [conf.DEFAULT_QUEUE]))
+        self.concurrency = concurrency or conf.WORKER_CONCURRENCY
+        if self.concurrency < 1:
+            raise ValueError("A worker needs a concurrency of at least 1.")
+        self.burst = burst
+        self.poll_interval = poll_interval or conf.POLL_INTERVAL
+        self.lease_seconds = lease_seconds or conf.LEASE_SECONDS
+        self.heartbeat_interval = (
+            min(conf.heartbeat_interval, self.lease_seconds / 3)
+            if lease_seconds
+            else conf.heartbeat_interval
+        )
+        self.shutdown_timeout = (
+            conf.SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
+        )
+        self.max_recoveries = conf.MAX_RECOVERIES
+        self._inflight: dict[uuid.UUID, InFlight] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._draining = threading.Event()
+        self._forced = threading.Event()
+        self._heartbeat_stop = threading.Event()
+        self._next_maintenance = 0.0
+        self._db_offset = timedelta(0)  # database time minus local time, from the last claim
+
+    # --- one round, no threads ---------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Wake due runs, recover lost ones, then claim and execute runs here; return how many."""
+        self.maintain()
+        claims = self.claim(self.concurrency)
+        for claim in claims:
+            self.process(claim)
+        return len(claims)
+
+    def maintain(self) -> None:
+        """Make due waiting runs pending, and take back runs whose workers vanished."""
+        self._next_maintenance = time.monotonic() + self.poll_interval
+        woken = db.wake_due_runs(alias=self.alias)
+        recovered = db.recover_expired_runs(
+            max_recoveries=self.max_recoveries, error=self._lost_error(), alias=self.alias
+        )
+        if woken or recovered:
+            logger.debug("worker %s woke %d runs, recovered %s", self.id, woken, recovered)
+        for run_id, status in recovered:
+            if status == RunStatus.FAILED:
+                logger.error("Run %s failed: its worker was lost too many times", run_id)
+            else:
+                logger.warning("Run %s lost its worker; it is pending again", run_id)
+
+    def _lost_error(self) -> str:
+        message = (
+            f"The run's worker stopped heartbeating more than {self.max_recoveries} times in "
+            "a row (killed, out of memory, or stalled past its lease). Something in the run "
+            "may crash its worker; see the worker logs. Raise DJANGO_DURABLE['MAX_RECOVERIES'] "
+            "to allow more takeovers."
+        )
+        info = {"type": "django_durable.WorkerLost", "message": message, "traceback": ""}
+        return serialization.dumps(info, what="The lost-worker error")
+
+    def claim(self, limit: int) -> list[db.Claim]:
+        """Claim up to ``limit`` ready runs and mark them in flight."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            exclude = list(self._inflight)
+        claims = db.claim_runs(
+            worker_id=self.id,
+            queues=self.queues,
+            limit=limit,
+            lease_seconds=self.lease_seconds,
+            exclude=exclude,
+            alias=self.alias,
+        )
+        with self._lock:
+            for claim in claims:
+                self._inflight[claim.run_id] = InFlight(claim)
+        if claims:
+            self._db_offset = claims[-1].db_now - timezone.now()
+        return claims
+
+    def process(self, claim: db.Claim) -> engine.Outcome | None:
+        """Execute a claimed run and store its outcome; never raises."""
+        with self._lock:
+            entry = self._inflight.setdefault(claim.run_id, InFlight(claim))
+        close_old_connections()
+        try:
+            outcome = engine.execute(claim, alias=self.alias, interrupt=lambda: self._interrupt(entry))
+            self._store(claim, outcome)
+            return outcome
+        except Exception:
+            logger.exception("Worker %s could not execute run %s", self.id, claim.run_id)
+            self._release_quietly(claim)
+            return None
+        finally:
+            if django_settings.DEBUG:
+                reset_queries()
+            close_old_connections()
+            with self._lock:
+                self._inflight.pop(claim.run_id, None)
+            self._wake.set()
+
+    def _interrupt(self, entry: InFlight) -> BaseException | None:
+        if entry.lost:
+            return LeaseLost(f"The lease of run {entry.claim.run_id} was taken over.")
+        if self._draining.is_set():
+            return SuspendRun("the worker is shutting down", release=True)
+        return None
+
+    def _store(self, claim: db.Claim, outcome: engine.Outcome) -> None:
+        """Write the outcome with a fenced update (and delete rewound records)."""
+        ended = {**db.released_values(), "wake_at": None, "waiting_for": ""}
+        kind = outcome.kind
+        if kind == "abandoned":
+            self._release_quietly(claim)
+            return
+        if kind == "completed":
+            values = {**ended, "status": RunStatus.COMPLETED, "result": outcome.result,
+                      "error": None, "finished_at": db.NOW}
+            stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
+        elif kind == "failed":
+            values = {**ended, "status": RunStatus.FAILED, "error": outcome.error,
+                      "finished_at": db.NOW}
+            stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
+        elif kind == "released":
+            values = {**ended, "status": RunStatus.PENDING, "available_at": db.NOW}
+            stored = db.update_claimed_run(claim, values, notify="queue", alias=self.alias)
+        else:  # suspended, or retry of the whole workflow
+            stored = self._suspend(claim, outcome, ended)
+        if not stored:
+            logger.warning(
+                "Run %s was taken over by another worker; this worker's %s outcome is discarded",
+                claim.run_id,
+                kind,
+            )
+
+    def _suspend(self, claim: db.Claim, outcome: engine.Outcome, ended: dict[str, Any]) -> bool:
+        values: dict[str, Any] = {**ended, "waiting_for": outcome.reason[:255]}
+        if outcome.kind == "retry":
+            values.update(attempt=claim.attempt + 1, error=outcome.error)
+        wake_at = outcome.wake_at
+        due = wake_at is not None and wake_at <= self._db_now()
+        if due:  # no need to wait for the next maintenance round
+            values.update(status=RunStatus.PENDING, available_at=wake_at)
+        else:
+            values.update(status=RunStatus.WAITING, wake_at=wake_at)
+        with transaction.atomic(using=self.alias):
+            stored = db.update_claimed_run(
+                claim, values, notify="queue" if due else None, alias=self.alias
+            )
+            if stored and outcome.kind == "retry" and outcome.rewind_to is not None:
+                db.delete_steps_from(claim.run_id, outcome.rewind_to, alias=self.alias)
+        if stored and wake_at is not None and not due:
+            self._hint_wake(wake_at)
+        return stored
+
+    def _db_now(self) -> datetime:
+        return timezone.now() + self._db_offset
+
+    def _hint_wake(self, wake_at: datetime) -> None:
+        """Run maintenance when ``wake_at`` comes, if that is before the next round."""
+        seconds = (wake_at - self._db_now()).total_seconds()
+        self._next_maintenance = min(self._next_maintenance, time.monotonic() + max(0.0, seconds))
+        self._wake.set()
+
+    def _release_quietly(self, claim: db.Claim) -> None:
+        """Hand a run back to the queue, if this worker still holds it."""
+        values = {**db.released_values(), "status": RunStatus.PENDING, "available_at": db.NOW}
+        try:
+            db.update_claimed_run(claim, values, notify="queue", alias=self.alias)
+        except Exception:
+            logger.warning("Could not release run %s; its lease will expire", claim.run_id)
+            connections[self.alias].close()
+
+    # --- the long-running loop --------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight runs finish their current step and are handed back."""
+        self._draining.set()
+        self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop now: hand back every run this worker holds, without waiting."""
+        self._forced.set()
+        self._draining.set()
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many runs this worker is executing."""
+        with self._lock:
+            return len(self._inflight)
+
+    def run(self) -> bool:
+        """Work until stopped (or, with ``burst``, until nothing is ready); return True if clean.
+
+        Clean means every in-flight run finished or was handed back at a step boundary.
+        """
+        self._register()
+        listener = get_listener(self.alias)
+        keys = [f"q:{queue}" for queue in self.queues]
+        if listener is not None:
+            listener.subscribe(keys, self._wake.set)
+        heartbeat = threading.Thread(target=self._heartbeat_loop, name="durable-heartbeat", daemon=True)
+        heartbeat.start()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="durable-run")
+        logger.info("Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency)
+        try:
+            self._loop(pool)
+            return self._drain()
+        finally:
+            if listener is not None:
+                listener.unsubscribe(keys, self._wake.set)
+            self._heartbeat_stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._unregister()
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        failures = 0
+        while not self._draining.is_set():
+            self._wake.clear()
+            try:
+                if time.monotonic() >= self._next_maintenance:
+                    self.maintain()
+                free = self.concurrency - self.in_flight
+                claims = self.claim(free)
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                pause = min(self.poll_interval * failures, 10.0)
+                logger.warning("Worker %s: database unavailable (%s); retrying in %.1fs", self.id, exc, pause)
+                connections[self.alias].close()
+                self._draining.wait(pause)
+                continue
+            for claim in claims:
+                pool.submit(self.process, claim)
+            if self.burst and not claims and self.in_flight == 0:
+                logger.info("Worker %s: nothing left to run (burst mode)", self.id)
+                return
+            if claims and len(claims) == free:
+                self._wake.wait(self.poll_interval)  # slots are full: wait for one to free
+                continue
+            pause = max(0.0, min(self.poll_interval, self._next_maintenance - time.monotonic()))
+            self._wake.wait(pause)
+
+    def _drain(self) -> bool:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.in_flight and time.monotonic() < deadline and not self._forced.is_set():
+            self._wake.wait(0.1)
+            self._wake.clear()
+        if not self.in_flight:
+            return True
+        try:
+            released = db.release_worker_runs(self.id, alias=self.alias)
+            logger.warning("Worker %s handed back %d runs still executing", self.id, released)
+        except _DB_ERRORS:
+            logger.warning("Worker %s could not hand back its runs; their leases will expire", self.id)
+        return False
+
+    def _heartbeat_loop(self) -> None:
+        while not self._heartbeat_stop.wait(self.heartbeat_interval):
+            with self._lock:
+                entries = list(self._inflight.values())
+            try:
+                held = db.extend_leases(
+                    self.id, [e.claim.run_id for e in entries], self.lease_seconds, alias=self.alias
+                )
+                WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(last_seen_at=timezone.now())
+            except Exception:
+                logger.warning("Worker %s could not renew its leases", self.id, exc_info=True)
+                connections[self.alias].close()
+                continue
+            with self._lock:
+                for entry in entries:
+                    current = self._inflight.get(entry.claim.run_id)
+                    if current is entry and entry.claim.run_id not in held:
+                        entry.lost = True
+        connections[self.alias].close()
+
+    def _register(self) -> None:
+        WorkerProcess.objects.using(self.alias).create(
+            id=self.id,
+            hostname=socket.gethostname()[:255],
+            pid=os.getpid(),
+            queues=self.queues,
+            concurrency=self.concurrency,
+        )
+
+    def _unregister(self) -> None:
+        try:
+            WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(stopped_at=timezone.now())
+        except _DB_ERRORS:
+            logger.warning("Worker %s could not record that it stopped", self.id)

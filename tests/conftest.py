@@ -1,0 +1,120 @@
+"""Fixtures: an in-process worker, real worker processes, and waiting helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from django_durable.models import Run
+from django_durable.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+ON_POSTGRES = os.environ.get("DURABLE_TEST_DB", "sqlite") == "postgres"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"django-durable test database: {'PostgreSQL' if ON_POSTGRES else 'SQLite'}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_listeners(django_db_setup: Any) -> Iterator[None]:
+    # LISTEN connections must be closed before the test database is dropped.
+    yield
+    from django_durable.notify import stop_listeners
+
+    stop_listeners()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting: {message or predicate}")
+        time.sleep(0.05)
+
+
+def drain(worker: Worker, timeout: float = 15.0) -> None:
+    """Run ``worker`` in this thread until no run is active."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.run_once() == 0:
+            if not Run.objects.active().exists():
+                return
+            time.sleep(0.02)
+    active = list(Run.objects.active().values_list("workflow_name", "status", "waiting_for"))
+    raise AssertionError(f"Runs still active after {timeout}s: {active}")
+
+
+@pytest.fixture
+def worker() -> Worker:
+    return Worker(concurrency=4)
+
+
+@pytest.fixture
+def run_all(worker: Worker) -> Callable[..., None]:
+    """Execute every run to the end in this thread."""
+    return lambda timeout=15.0: drain(worker, timeout)
+
+
+class WorkerProcesses:
+    """``run_workflow_worker`` subprocesses on the test database, killed at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DURABLE_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+            "PYTHONPATH": str(ROOT),
+            **(extra_env or {}),
+        }
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "run_workflow_worker", "-v", "2", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def signal(self, proc: subprocess.Popen[bytes], sig: int) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')}"
+            for path in sorted(self.log_dir.glob("worker-*.log"))
+        )
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def worker_processes(transactional_db: Any, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(tmp_path)
+    yield procs
+    procs.stop_all()
