@@ -21,7 +21,7 @@ from . import db, serialization
 from .conf import get_settings
 from .exceptions import DurableError, RunNotFound, WorkflowFailed
 from .models import Run, RunStatus
-from .notify import wait_until
+from .notify import await_until, wait_until
 from .registry import StartOptions, get_workflow
 
 
@@ -160,6 +160,11 @@ def _get(run_id: str | uuid.UUID) -> Run:
         raise RunNotFound(f"No run has the id {run_id!r}.") from None
 
 
+def _finished(run_id: uuid.UUID) -> Run | None:
+    run = _get(run_id)
+    return run if run.is_terminal else None
+
+
 def get_run(run_id: str | uuid.UUID) -> RunHandle:
     """Return the handle of a run, or raise ``RunNotFound``."""
     return RunHandle(_get(run_id))
@@ -255,24 +260,36 @@ class RunHandle:
         """Read the run again and return this handle (async)."""
         return await sync_to_async(self.refresh)()
 
-    def wait(self, timeout: float | timedelta | None = None) -> RunHandle:
+    def wait_finished(self, timeout: float | timedelta | None = None) -> RunHandle:
         """Wait until the run is finished and return this handle; ``TimeoutError`` if not."""
         run_id = self._run.id
-
-        def finished() -> Run | None:
-            run = _get(run_id)
-            return run if run.is_terminal else None
-
         seconds = None if timeout is None else _seconds(timeout)
         try:
-            self._run = wait_until(finished, keys=[f"r:{run_id}"], timeout=seconds)
+            self._run = wait_until(
+                lambda: _finished(run_id), keys=[f"r:{run_id}"], timeout=seconds
+            )
         except TimeoutError:
             self.refresh()
-            raise TimeoutError(
-                f"Run {run_id} did not finish within {seconds} seconds "
-                f"(status: {self._run.status})."
-            ) from None
+            raise self._timeout(seconds) from None
         return self
+
+    async def await_finished(self, timeout: float | timedelta | None = None) -> RunHandle:
+        """Wait until the run is finished (async; holds no thread while waiting)."""
+        run_id = self._run.id
+        seconds = None if timeout is None else _seconds(timeout)
+        try:
+            self._run = await await_until(
+                sync_to_async(lambda: _finished(run_id)), keys=[f"r:{run_id}"], timeout=seconds
+            )
+        except TimeoutError:
+            await self.arefresh()
+            raise self._timeout(seconds) from None
+        return self
+
+    def _timeout(self, seconds: float | None) -> TimeoutError:
+        return TimeoutError(
+            f"Run {self.id} did not finish within {seconds} seconds (status: {self._run.status})."
+        )
 
     def result(self, timeout: float | timedelta | None = None) -> Any:
         """Wait for the run to finish and return its result.
@@ -280,7 +297,14 @@ class RunHandle:
         Raises ``WorkflowFailed`` (with the original error) if the run failed or was
         cancelled, and ``TimeoutError`` if it is still going after ``timeout``.
         """
-        run = self.wait(timeout)._run
+        return self._outcome(self.wait_finished(timeout)._run)
+
+    async def aresult(self, timeout: float | timedelta | None = None) -> Any:
+        """Wait for the run to finish and return its result (async)."""
+        return self._outcome((await self.await_finished(timeout))._run)
+
+    @staticmethod
+    def _outcome(run: Run) -> Any:
         if run.status == RunStatus.COMPLETED:
             return run.get_result()
         error = run.error or {}
@@ -291,7 +315,3 @@ class RunHandle:
             run_id=str(run.id),
             error=error,
         )
-
-    async def aresult(self, timeout: float | timedelta | None = None) -> Any:
-        """Wait for the run to finish and return its result (async)."""
-        return await sync_to_async(self.result, thread_sensitive=False)(timeout)

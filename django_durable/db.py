@@ -14,6 +14,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -99,12 +100,12 @@ class Dialect:
 
     @staticmethod
     def read_datetime(value: Any) -> datetime | None:
-        """Return an aware datetime read from a raw row."""
-        if value is None or isinstance(value, datetime):
-            return value
-        parsed = parse_datetime(str(value))
+        """Return an aware datetime read from a raw row (SQLite stores naive UTC)."""
+        if value is None:
+            return None
+        parsed = value if isinstance(value, datetime) else parse_datetime(str(value))
         if parsed is not None and timezone.is_naive(parsed):
-            parsed = timezone.make_aware(parsed, timezone.utc)
+            parsed = parsed.replace(tzinfo=dt_timezone.utc)
         return parsed
 
     def param(self, name: str, sql_type: str | None = None) -> str:

@@ -8,11 +8,12 @@ notification (listener reconnecting, database restart) costs latency, never corr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from django.db import connections
@@ -174,3 +175,44 @@ def wait_until(
     finally:
         if listener is not None:
             listener.unsubscribe(keys, event.set)
+
+
+async def await_until(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    keys: Iterable[str],
+    timeout: float | None,
+    alias: str | None = None,
+) -> T:
+    """Async twin of :func:`wait_until`: waits on the event loop, holding no thread."""
+    keys = list(keys)
+    poll = get_settings().POLL_INTERVAL
+    listener = get_listener(alias)
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+
+    def notified() -> None:  # called from the listener's thread
+        loop.call_soon_threadsafe(event.set)
+
+    if listener is not None:
+        listener.subscribe(keys, notified)
+    deadline = None if timeout is None else loop.time() + timeout
+    interval = min(0.02, poll)
+    try:
+        while True:
+            event.clear()
+            result = await check()
+            if result is not None:
+                return result
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
+            pause = poll if listener is not None and listener.connected.is_set() else interval
+            try:
+                await asyncio.wait_for(event.wait(), pause if remaining is None else min(pause, remaining))
+            except TimeoutError:
+                pass
+            interval = min(interval * 1.5, poll)
+    finally:
+        if listener is not None:
+            listener.unsubscribe(keys, notified)

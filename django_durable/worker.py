@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+import queue
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -268,19 +268,39 @@ class Worker:
             listener.subscribe(keys, self._wake.set)
         heartbeat = threading.Thread(target=self._heartbeat_loop, name="durable-heartbeat", daemon=True)
         heartbeat.start()
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="durable-run")
+        work: queue.SimpleQueue[db.Claim | None] = queue.SimpleQueue()
+        threads = [
+            threading.Thread(target=self._execute_loop, args=(work,), name=f"durable-run-{n}", daemon=True)
+            for n in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
         logger.info("Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency)
+        clean = False
         try:
-            self._loop(pool)
-            return self._drain()
+            self._loop(work)
+            clean = self._drain()
+            return clean
         finally:
             if listener is not None:
                 listener.unsubscribe(keys, self._wake.set)
             self._heartbeat_stop.set()
-            pool.shutdown(wait=False, cancel_futures=True)
+            for _ in threads:
+                work.put(None)
+            if clean:
+                for thread in threads:
+                    thread.join(5)
             self._unregister()
 
-    def _loop(self, pool: ThreadPoolExecutor) -> None:
+    def _execute_loop(self, work: queue.SimpleQueue[db.Claim | None]) -> None:
+        """Execute claims from ``work`` until told to stop; close this thread's connections."""
+        try:
+            while (claim := work.get()) is not None:
+                self.process(claim)
+        finally:
+            connections.close_all()
+
+    def _loop(self, work: queue.SimpleQueue[db.Claim | None]) -> None:
         failures = 0
         while not self._draining.is_set():
             self._wake.clear()
@@ -298,7 +318,7 @@ class Worker:
                 self._draining.wait(pause)
                 continue
             for claim in claims:
-                pool.submit(self.process, claim)
+                work.put(claim)
             if self.burst and not claims and self.in_flight == 0:
                 logger.info("Worker %s: nothing left to run (burst mode)", self.id)
                 return

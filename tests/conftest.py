@@ -75,6 +75,7 @@ class WorkerProcesses:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[Any] = []
 
     def start(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         env = {
@@ -85,6 +86,7 @@ class WorkerProcesses:
             **(extra_env or {}),
         }
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "django", "run_workflow_worker", "-v", "2", *args],
             env=env,
@@ -111,6 +113,8 @@ class WorkerProcesses:
                 proc.send_signal(signal.SIGKILL)
         for proc in self.procs:
             proc.wait(timeout=10)
+        for log in self._logs:
+            log.close()
 
 
 @pytest.fixture

@@ -1,0 +1,181 @@
+"""Leases, fencing, recovery and draining, driven step by step in this process."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from django_durable import db, engine
+from django_durable.exceptions import LeaseLost
+from django_durable.models import Run, RunStatus, Step, WorkerProcess
+from django_durable.statuses import StepStatus
+from django_durable.worker import Worker
+from tests.conftest import drain
+from tests.testapp import workflows as wf
+from tests.testapp.models import Execution, SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def expire(handle) -> None:
+    Run.objects.filter(pk=handle.id).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+
+def test_a_claim_takes_a_lease_and_increments_the_fencing_token():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(5)
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == RunStatus.RUNNING
+    assert run.claimed_by == worker.id
+    assert run.lease_token == claim.token == 1
+    assert run.lease_expires_at > timezone.now()
+    assert worker.claim(5) == []  # nothing else is ready
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_worker_is_fenced_out():
+    handle = wf.counted.start(3)
+    old, new = Worker(), Worker()
+    [stale] = old.claim(1)
+    expire(handle)
+    new.maintain()  # takes the run back: pending again, recoveries counted
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.recoveries, run.claimed_by) == (RunStatus.PENDING, 1, None)
+    [fresh] = new.claim(1)
+    assert fresh.token == stale.token + 1
+    # The old worker wakes up and tries to record a step: refused.
+    assert not db.record_step(
+        stale, position=0, kind="step", name="step-0", status=StepStatus.COMPLETED, result="0"
+    )
+    # ... and to complete the run: refused.
+    assert not db.update_claimed_run(stale, {"status": RunStatus.COMPLETED, "result": "1"})
+    # Executing with the stale claim abandons at its first checkpoint and writes nothing.
+    assert engine.execute(stale).kind == "abandoned"
+    assert not Step.objects.filter(run_id=handle.id).exists()
+    new.process(fresh)
+    assert handle.result(timeout=1) == 3
+    assert Step.objects.filter(run_id=handle.id).count() == 3
+
+
+def test_an_atomic_step_of_a_worker_that_lost_its_lease_leaves_no_trace():
+    handle = wf.atomic_counted.start(1)
+    old, new = Worker(), Worker()
+    [stale] = old.claim(1)
+    expire(handle)
+    new.maintain()
+    assert engine.execute(stale).kind == "abandoned"
+    # The step body ran, but its ORM write rolled back with the refused checkpoint.
+    assert SideEffect.objects.count() == 0
+    drain(new)
+    assert handle.result(timeout=1) == 1
+    assert SideEffect.objects.filter(run_id=handle.id).count() == 1
+
+
+def test_a_run_that_keeps_losing_its_worker_fails_with_a_reason(settings):
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "MAX_RECOVERIES": 2}
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    for expected in (1, 2):
+        worker.claim(1)
+        worker._inflight.clear()  # the worker "died" holding it
+        expire(handle)
+        worker.maintain()
+        assert Run.objects.get(pk=handle.id).recoveries == expected
+    worker.claim(1)
+    expire(handle)
+    worker.maintain()
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == RunStatus.FAILED
+    assert run.error["type"] == "django_durable.WorkerLost"
+    assert "more than 2 times in a row" in run.error["message"]
+    assert run.finished_at is not None
+
+
+def test_finishing_a_claim_normally_resets_the_recovery_count():
+    handle = wf.sleeper.start(0.05)
+    worker = Worker()
+    worker.claim(1)
+    worker._inflight.clear()
+    expire(handle)
+    worker.maintain()
+    assert Run.objects.get(pk=handle.id).recoveries == 1
+    worker.run_once()  # runs to the sleep: the claim ends normally
+    assert Run.objects.get(pk=handle.id).recoveries == 0
+
+
+def test_a_worker_never_reclaims_a_run_it_still_executes():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    expire(handle)
+    worker.maintain()  # the lease ran out while "executing"; it is pending again
+    assert worker.claim(1) == []
+    assert [c.run_id for c in Worker().claim(1)] == [claim.run_id]
+
+
+def test_heartbeat_extends_held_leases_and_spots_lost_ones():
+    first, second = wf.add.start(1, 1), wf.add.start(2, 2)
+    worker = Worker()
+    claims = worker.claim(2)
+    Run.objects.filter(pk=second.id).update(claimed_by="someone-else")
+    before = Run.objects.get(pk=first.id).lease_expires_at
+    held = db.extend_leases(worker.id, [c.run_id for c in claims], 120)
+    assert {str(run_id) for run_id in held} == {first.id}
+    assert Run.objects.get(pk=first.id).lease_expires_at > before + dt.timedelta(seconds=60)
+
+
+def test_a_lost_lease_spotted_by_the_heartbeat_stops_the_run_at_its_next_step():
+    handle = wf.counted.start(3)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    worker._inflight[claim.run_id].lost = True
+    worker.process(claim)
+    # Nothing ran: the first new operation saw the lost lease.
+    assert not Execution.objects.filter(run_id=handle.id).exists()
+    assert isinstance(worker._interrupt(worker._inflight.get(claim.run_id) or _lost(claim)), LeaseLost)
+
+
+def _lost(claim):
+    from django_durable.worker import InFlight
+
+    return InFlight(claim, lost=True)
+
+
+def test_a_draining_worker_hands_runs_back_at_a_step_boundary():
+    handle = wf.counted.start(3)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    worker.request_stop()
+    outcome = worker.process(claim)
+    assert outcome is not None and outcome.kind == "released"
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.claimed_by, run.lease_expires_at) == (RunStatus.PENDING, None, None)
+    drain(Worker())
+    assert handle.result(timeout=1) == 3
+    assert Execution.objects.filter(run_id=handle.id).count() == 3
+
+
+def test_run_in_burst_mode_processes_everything_and_records_the_worker():
+    handles = [wf.counted.start(2) for _ in range(5)]
+    worker = Worker(burst=True, concurrency=2)
+    assert worker.run() is True
+    assert [h.result(timeout=1) for h in handles] == [1] * 5
+    record = WorkerProcess.objects.get(pk=worker.id)
+    assert record.stopped_at is not None
+    assert record.concurrency == 2 and record.queues == ["default"]
+
+
+def test_a_worker_failure_outside_the_workflow_releases_the_run(monkeypatch):
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(engine, "execute", broken)
+    [claim] = worker.claim(1)
+    assert worker.process(claim) is None
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == RunStatus.PENDING and run.claimed_by is None
