@@ -30,7 +30,10 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     options = wrapper.settings_dict.get("OPTIONS", {})
-    if wrapper.vendor == "sqlite" and str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+    if (
+        wrapper.vendor == "sqlite"
+        and str(options.get("transaction_mode", "")).upper() != "IMMEDIATE"
+    ):
         return [
             Warning(
                 "SQLite without OPTIONS['transaction_mode'] = 'IMMEDIATE': atomic steps in "

@@ -265,9 +265,7 @@ class RunHandle:
         run_id = self._run.id
         seconds = None if timeout is None else _seconds(timeout)
         try:
-            self._run = wait_until(
-                lambda: _finished(run_id), keys=[f"r:{run_id}"], timeout=seconds
-            )
+            self._run = wait_until(lambda: _finished(run_id), keys=[f"r:{run_id}"], timeout=seconds)
         except TimeoutError:
             self.refresh()
             raise self._timeout(seconds) from None

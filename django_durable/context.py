@@ -35,10 +35,10 @@ from .exceptions import (
     SuspendRun,
     WorkflowTimedOut,
 )
-from .statuses import StepStatus
 from .registry import StepFunction
 from .retry import RetryPolicy
 from .runtime import inside_step
+from .statuses import StepStatus
 
 Interrupt = Callable[[], BaseException | None]
 _NO_RETRY = RetryPolicy(max_attempts=1)
@@ -319,7 +319,7 @@ class BaseContext:
 
     def _sleep_target(self, op: Operation, until: datetime | None, seconds: float) -> datetime:
         if op.replayed:
-            return self._replay(op)  # type: ignore[no-any-return]
+            return self._replay(op)
         target = until if until is not None else self._clock.now() + timedelta(seconds=seconds)
         self._commit_result(op, self._encode_result(op, target), 1, time.monotonic())
         return target
@@ -368,7 +368,8 @@ class Context(BaseContext):
                 return self._run_atomic(op, body, args, kwargs, attempt)
             text = self._encode_result(op, _call_body(body, args, kwargs))
         except Exception as exc:
-            raise self._record_failure(op, exc, policy, attempt, started)
+            # The signal may be ``exc`` itself; chaining it to itself would loop.
+            raise self._record_failure(op, exc, policy, attempt, started)  # noqa: B904
         return self._commit_result(op, text, attempt, started)
 
     def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
@@ -388,15 +389,15 @@ class Context(BaseContext):
 
     def now(self) -> datetime:
         """Return the current time, recorded once so replay sees the same value."""
-        return self._value("now", self._clock.now)  # type: ignore[no-any-return]
+        return self._value("now", self._clock.now)
 
     def uuid(self) -> uuid_module.UUID:
         """Return a random UUID, recorded once so replay sees the same value."""
-        return self._value("uuid", uuid_module.uuid4)  # type: ignore[no-any-return]
+        return self._value("uuid", uuid_module.uuid4)
 
     def random(self) -> float:
         """Return a random float in [0, 1), recorded once so replay sees the same value."""
-        return self._value("random", random_module.random)  # type: ignore[no-any-return]
+        return self._value("random", random_module.random)
 
     def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         op = self._begin(kind, kind)
@@ -451,7 +452,7 @@ class AsyncContext(BaseContext):
             text = self._encode_result(op, value)
         except Exception as exc:
             signal = await self._db(self._record_failure, op, exc, policy, attempt, started)
-            raise signal
+            raise signal  # noqa: B904  (may be ``exc`` itself)
         return await self._db(self._commit_result, op, text, attempt, started)
 
     async def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
@@ -473,15 +474,15 @@ class AsyncContext(BaseContext):
 
     async def now(self) -> datetime:
         """Return the current time, recorded once so replay sees the same value."""
-        return await self._value("now", self._clock.now)  # type: ignore[no-any-return]
+        return await self._value("now", self._clock.now)
 
     async def uuid(self) -> uuid_module.UUID:
         """Return a random UUID, recorded once so replay sees the same value."""
-        return await self._value("uuid", uuid_module.uuid4)  # type: ignore[no-any-return]
+        return await self._value("uuid", uuid_module.uuid4)
 
     async def random(self) -> float:
         """Return a random float in [0, 1), recorded once so replay sees the same value."""
-        return await self._value("random", random_module.random)  # type: ignore[no-any-return]
+        return await self._value("random", random_module.random)
 
     async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
         op = self._begin(kind, kind)

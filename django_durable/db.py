@@ -13,8 +13,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -72,7 +71,7 @@ class Dialect:
         """Return SQL for the current time (a parameter on SQLite)."""
         if self.pg:
             return "now()"
-        params.setdefault("now", self.datetime(timezone.now()))
+        params.setdefault("now", self.store_datetime(timezone.now()))
         return "%(now)s"
 
     def later(self, seconds: float, params: dict[str, Any], name: str = "later") -> str:
@@ -80,10 +79,10 @@ class Dialect:
         if self.pg:
             params[name] = float(seconds)
             return f"now() + %({name})s * interval '1 second'"
-        params[name] = self.datetime(timezone.now() + timedelta(seconds=seconds))
+        params[name] = self.store_datetime(timezone.now() + timedelta(seconds=seconds))
         return f"%({name})s"
 
-    def uuid(self, value: uuid.UUID) -> Any:
+    def store_uuid(self, value: uuid.UUID) -> Any:
         """Return a UUID as the backend stores it."""
         return value if self.pg else value.hex
 
@@ -92,7 +91,7 @@ class Dialect:
         """Return a UUID read from a raw row."""
         return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
-    def datetime(self, value: datetime | None) -> Any:
+    def store_datetime(self, value: datetime | None) -> Any:
         """Return a datetime as the backend stores it."""
         if value is None or self.pg:
             return value
@@ -105,7 +104,7 @@ class Dialect:
             return None
         parsed = value if isinstance(value, datetime) else parse_datetime(str(value))
         if parsed is not None and timezone.is_naive(parsed):
-            parsed = parsed.replace(tzinfo=dt_timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return parsed
 
     def param(self, name: str, sql_type: str | None = None) -> str:
@@ -135,7 +134,10 @@ def _execute(d: Dialect, sql: str, params: dict[str, Any]) -> list[tuple[Any, ..
 def _notifying(d: Dialect, returning_sql: str, payload_sql: str, params: dict[str, Any]) -> str:
     """Wrap ``UPDATE ... RETURNING`` so PostgreSQL notifies once per row, on commit."""
     params["channel"] = get_settings().NOTIFY_CHANNEL
-    return f"WITH changed AS ({returning_sql}) SELECT pg_notify(%(channel)s, {payload_sql}) FROM changed"
+    return (
+        f"WITH changed AS ({returning_sql}) "
+        f"SELECT pg_notify(%(channel)s, {payload_sql}) FROM changed"
+    )
 
 
 # --- claiming --------------------------------------------------------------------------
@@ -157,7 +159,7 @@ def claim_runs(
     """
     d = dialect(alias)
     params: dict[str, Any] = {"worker": worker_id, "limit": limit}
-    excluded = [d.uuid(run_id) for run_id in exclude]
+    excluded = [d.store_uuid(run_id) for run_id in exclude]
     pick = (
         "SELECT id FROM durable_run WHERE status = 'pending' "
         f"AND queue IN ({d.in_list('q', queues, params)}) "
@@ -209,7 +211,7 @@ def load_steps(run_id: uuid.UUID, *, alias: str | None = None) -> dict[int, Step
         d,
         "SELECT position, kind, name, status, result, error, attempts "
         "FROM durable_step WHERE run_id = %(run)s ORDER BY position",
-        {"run": d.uuid(run_id)},
+        {"run": d.store_uuid(run_id)},
     )
     return {row[0]: StepRecord(*row) for row in rows}
 
@@ -241,7 +243,7 @@ def record_step(
         "error": error,
         "attempts": attempts,
         "duration": duration_ms,
-        "run": d.uuid(claim.run_id),
+        "run": d.store_uuid(claim.run_id),
         "token": claim.token,
     }
     sql = (
@@ -270,7 +272,7 @@ def delete_steps_from(run_id: uuid.UUID, position: int, *, alias: str | None = N
     with d.connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM durable_step WHERE run_id = %(run)s AND position >= %(position)s",
-            {"run": d.uuid(run_id), "position": position},
+            {"run": d.store_uuid(run_id), "position": position},
         )
         return cursor.rowcount
 
@@ -292,14 +294,14 @@ def update_claimed_run(
     workers of its queue (PostgreSQL NOTIFY, delivered on commit).
     """
     d = dialect(alias)
-    params: dict[str, Any] = {"run": d.uuid(claim.run_id), "token": claim.token}
+    params: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "token": claim.token}
     sets = []
     for column, value in values.items():
         if value is NOW:
             sets.append(f"{column} = {d.now(params)}")
             continue
         if isinstance(value, datetime):
-            value = d.datetime(value)
+            value = d.store_datetime(value)
         params[f"v_{column}"] = value
         sql_type = "jsonb" if column in _JSON_COLUMNS else None
         sets.append(f"{column} = {d.param(f'v_{column}', sql_type)}")
@@ -402,7 +404,7 @@ def extend_leases(
         return set()
     d = dialect(alias)
     params: dict[str, Any] = {"worker": worker_id}
-    ids = d.in_list("r", [d.uuid(run_id) for run_id in run_ids], params)
+    ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
     sql = (
         f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
         f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) RETURNING id"

@@ -58,7 +58,9 @@ class Outcome:
     rewind_to: int | None = None
 
 
-def execute(claim: Claim, *, alias: str | None = None, interrupt: Interrupt | None = None) -> Outcome:
+def execute(
+    claim: Claim, *, alias: str | None = None, interrupt: Interrupt | None = None
+) -> Outcome:
     """Run the claimed run until it finishes, suspends, or is lost; return the outcome."""
     alias = alias or get_settings().DATABASE
     try:
@@ -75,7 +77,9 @@ def execute(claim: Claim, *, alias: str | None = None, interrupt: Interrupt | No
     return _settle(workflow, ctx, lambda: _call_sync(workflow, ctx, args, kwargs))
 
 
-def _call_sync(workflow: Workflow[Any, Any], ctx: Context, args: list[Any], kwargs: dict[str, Any]) -> Any:
+def _call_sync(
+    workflow: Workflow[Any, Any], ctx: Context, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
     token = current_context.set(ctx)
     try:
         return workflow.fn(ctx, *args, **kwargs)
@@ -122,7 +126,9 @@ def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], A
     if unreached is not None:
         return _failed(unreached)
     try:
-        text = serialization.dumps(value, what=f"The return value of workflow {ctx.workflow_name!r}")
+        text = serialization.dumps(
+            value, what=f"The return value of workflow {ctx.workflow_name!r}"
+        )
     except SerializationError as exc:
         return _failed(exc)
     return Outcome(kind="completed", result=text)

@@ -58,9 +58,7 @@ class Run(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     workflow_name = models.CharField(max_length=200)
-    status = models.CharField(
-        max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING
-    )
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     queue = models.CharField(max_length=100, default="default")
     # Higher runs first.
     priority = models.SmallIntegerField(default=0)
@@ -69,6 +67,7 @@ class Run(models.Model):
     result = models.JSONField(null=True, blank=True)
     # {"type", "message", "traceback", ...} of the error that failed the run.
     error = models.JSONField(null=True, blank=True)
+    # NULL, not "": runs without a key must not collide in the unique index.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -81,7 +80,8 @@ class Run(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     # Fencing token: incremented by every claim; every write from a worker checks it.
     lease_token = models.PositiveBigIntegerField(default=0)
-    claimed_by = models.CharField(max_length=64, null=True, blank=True)
+    # The worker holding the lease; NULL when none does (the SQL tests IS NULL).
+    claimed_by = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     # Leases that expired in a row: the run's workers died or stalled mid-run.
     recoveries = models.PositiveSmallIntegerField(default=0)

@@ -9,6 +9,7 @@ notification (listener reconnecting, database restart) costs latency, never corr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -67,7 +68,9 @@ class Listener:
     def _dispatch(self, payload: str) -> None:
         with self._lock:
             if payload == "q:*":
-                targets = {cb for key, cbs in self._subscribers.items() if key[:2] == "q:" for cb in cbs}
+                targets = {
+                    cb for key, cbs in self._subscribers.items() if key[:2] == "q:" for cb in cbs
+                }
             else:
                 targets = set(self._subscribers.get(payload, ()))
                 if payload[:2] == "q:":
@@ -208,10 +211,10 @@ async def await_until(
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
             pause = poll if listener is not None and listener.connected.is_set() else interval
-            try:
-                await asyncio.wait_for(event.wait(), pause if remaining is None else min(pause, remaining))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    event.wait(), pause if remaining is None else min(pause, remaining)
+                )
             interval = min(interval * 1.5, poll)
     finally:
         if listener is not None:

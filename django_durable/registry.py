@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from django.utils.module_loading import autodiscover_modules
 
@@ -161,7 +161,8 @@ class StepFunction(Generic[P, R]):
         ctx = current_context.get()
         if ctx is None or inside_step.get():
             return self.fn(*args, **kwargs)
-        result: R = ctx.step(self.name, self, *args, **kwargs)
+        # Context.step returns the value, AsyncContext.step a coroutine to await.
+        result: R = cast(Any, ctx).step(self.name, self, *args, **kwargs)
         return result
 
 

@@ -54,7 +54,7 @@ class RetryPolicy:
         """Return whether the attempt numbered ``attempt`` that raised ``exc`` is retried."""
         if attempt >= self.max_attempts or isinstance(exc, NEVER_RETRIED):
             return False
-        return isinstance(exc, RetryableError) or isinstance(exc, self.retry_on)
+        return isinstance(exc, (RetryableError, *self.retry_on))
 
     def delay(self, attempt: int, exc: BaseException | None = None) -> float:
         """Return the seconds to wait after failed attempt number ``attempt`` (1-based)."""

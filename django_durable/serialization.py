@@ -8,6 +8,7 @@ is therefore reserved.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import importlib
@@ -127,10 +128,9 @@ def error_info(exc: BaseException, **extra: Any) -> dict[str, Any]:
         "message": str(exc)[:MAX_TRACEBACK_CHARS],
         "traceback": getattr(exc, "__durable_traceback__", None) or formatted,
     }
-    try:
+    # Arguments that are not JSON make the error impossible to rebuild: StepFailed then.
+    with contextlib.suppress(SerializationError):
         info["args"] = to_document(list(exc.args), what="exception arguments", limit=64_000)
-    except SerializationError:
-        pass  # not rebuildable; the workflow will see StepFailed instead
     info.update(extra)
     return info
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
-import queue
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings as django_settings
-from django.db import DatabaseError, InterfaceError, close_old_connections, connections, reset_queries, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    close_old_connections,
+    connections,
+    reset_queries,
+    transaction,
+)
 from django.utils import timezone
 
 from . import db, engine, serialization
@@ -150,7 +157,9 @@ class Worker:
             entry = self._inflight.setdefault(claim.run_id, InFlight(claim))
         close_old_connections()
         try:
-            outcome = engine.execute(claim, alias=self.alias, interrupt=lambda: self._interrupt(entry))
+            outcome = engine.execute(
+                claim, alias=self.alias, interrupt=lambda: self._interrupt(entry)
+            )
             self._store(claim, outcome)
             return outcome
         except Exception:
@@ -180,12 +189,21 @@ class Worker:
             self._release_quietly(claim)
             return
         if kind == "completed":
-            values = {**ended, "status": RunStatus.COMPLETED, "result": outcome.result,
-                      "error": None, "finished_at": db.NOW}
+            values = {
+                **ended,
+                "status": RunStatus.COMPLETED,
+                "result": outcome.result,
+                "error": None,
+                "finished_at": db.NOW,
+            }
             stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
         elif kind == "failed":
-            values = {**ended, "status": RunStatus.FAILED, "error": outcome.error,
-                      "finished_at": db.NOW}
+            values = {
+                **ended,
+                "status": RunStatus.FAILED,
+                "error": outcome.error,
+                "finished_at": db.NOW,
+            }
             stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
         elif kind == "released":
             values = {**ended, "status": RunStatus.PENDING, "available_at": db.NOW}
@@ -266,16 +284,22 @@ class Worker:
         keys = [f"q:{queue}" for queue in self.queues]
         if listener is not None:
             listener.subscribe(keys, self._wake.set)
-        heartbeat = threading.Thread(target=self._heartbeat_loop, name="durable-heartbeat", daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="durable-heartbeat", daemon=True
+        )
         heartbeat.start()
         work: queue.SimpleQueue[db.Claim | None] = queue.SimpleQueue()
         threads = [
-            threading.Thread(target=self._execute_loop, args=(work,), name=f"durable-run-{n}", daemon=True)
+            threading.Thread(
+                target=self._execute_loop, args=(work,), name=f"durable-run-{n}", daemon=True
+            )
             for n in range(self.concurrency)
         ]
         for thread in threads:
             thread.start()
-        logger.info("Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency)
+        logger.info(
+            "Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency
+        )
         clean = False
         try:
             self._loop(work)
@@ -313,7 +337,9 @@ class Worker:
             except _DB_ERRORS as exc:
                 failures += 1
                 pause = min(self.poll_interval * failures, 10.0)
-                logger.warning("Worker %s: database unavailable (%s); retrying in %.1fs", self.id, exc, pause)
+                logger.warning(
+                    "Worker %s: database unavailable (%s); retrying in %.1fs", self.id, exc, pause
+                )
                 connections[self.alias].close()
                 self._draining.wait(pause)
                 continue
@@ -339,7 +365,9 @@ class Worker:
             released = db.release_worker_runs(self.id, alias=self.alias)
             logger.warning("Worker %s handed back %d runs still executing", self.id, released)
         except _DB_ERRORS:
-            logger.warning("Worker %s could not hand back its runs; their leases will expire", self.id)
+            logger.warning(
+                "Worker %s could not hand back its runs; their leases will expire", self.id
+            )
         return False
 
     def _heartbeat_loop(self) -> None:
@@ -350,7 +378,9 @@ class Worker:
                 held = db.extend_leases(
                     self.id, [e.claim.run_id for e in entries], self.lease_seconds, alias=self.alias
                 )
-                WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(last_seen_at=timezone.now())
+                WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(
+                    last_seen_at=timezone.now()
+                )
             except Exception:
                 logger.warning("Worker %s could not renew its leases", self.id, exc_info=True)
                 connections[self.alias].close()
@@ -373,6 +403,8 @@ class Worker:
 
     def _unregister(self) -> None:
         try:
-            WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(stopped_at=timezone.now())
+            WorkerProcess.objects.using(self.alias).filter(pk=self.id).update(
+                stopped_at=timezone.now()
+            )
         except _DB_ERRORS:
             logger.warning("Worker %s could not record that it stopped", self.id)

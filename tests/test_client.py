@@ -38,13 +38,13 @@ def test_start_by_name_with_options():
 
 
 def test_start_of_an_unknown_workflow_is_a_clear_error():
-    with pytest.raises(durable.WorkflowNotFound, match="No workflow named 'nope' is registered"):
+    with pytest.raises(durable.WorkflowNotFound, match=r"No workflow named 'nope' is registered"):
         durable.start("nope")
     assert not Run.objects.exists()
 
 
 def test_input_that_is_not_json_is_refused_before_anything_is_stored():
-    with pytest.raises(durable.SerializationError, match="input of workflow 'tests.add'"):
+    with pytest.raises(durable.SerializationError, match=r"input of workflow 'tests\.add'"):
         wf.add.start(object(), 1)
     with pytest.raises(durable.SerializationError, match="NUL character"):
         wf.add.start("a\x00b", 1)
@@ -101,10 +101,17 @@ def test_a_start_inside_a_rolled_back_transaction_leaves_no_run():
     class Rollback(Exception):
         pass
 
-    with pytest.raises(Rollback), transaction.atomic():
-        handle = wf.add.start(1, 2)
-        assert Run.objects.filter(pk=handle.id).exists()
-        raise Rollback
+    seen = []
+
+    def start_then_fail() -> None:
+        with transaction.atomic():
+            handle = wf.add.start(1, 2)
+            seen.append(Run.objects.filter(pk=handle.id).exists())
+            raise Rollback
+
+    with pytest.raises(Rollback):
+        start_then_fail()
+    assert seen == [True]
     assert not Run.objects.exists()
 
 
@@ -153,7 +160,9 @@ def test_workers_serve_only_their_queues():
 def test_result_waits_and_times_out_with_a_clear_error():
     handle = wf.add.start(1, 2)
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"did not finish within 0.3 seconds \(status: pending\)"):
+    with pytest.raises(
+        TimeoutError, match=r"did not finish within 0.3 seconds \(status: pending\)"
+    ):
         handle.result(timeout=0.3)
     assert time.monotonic() - started >= 0.3
 

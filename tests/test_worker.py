@@ -20,7 +20,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def expire(handle) -> None:
-    Run.objects.filter(pk=handle.id).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+    Run.objects.filter(pk=handle.id).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
 
 
 def test_a_claim_takes_a_lease_and_increments_the_fencing_token():
@@ -134,7 +136,9 @@ def test_a_lost_lease_spotted_by_the_heartbeat_stops_the_run_at_its_next_step():
     worker.process(claim)
     # Nothing ran: the first new operation saw the lost lease.
     assert not Execution.objects.filter(run_id=handle.id).exists()
-    assert isinstance(worker._interrupt(worker._inflight.get(claim.run_id) or _lost(claim)), LeaseLost)
+    assert isinstance(
+        worker._interrupt(worker._inflight.get(claim.run_id) or _lost(claim)), LeaseLost
+    )
 
 
 def _lost(claim):

@@ -47,7 +47,7 @@ def test_sigkill_mid_run_a_second_worker_finishes_it(worker_processes):
     assert handle.result(timeout=1) == sum(range(6)), worker_processes.logs()
     counts = Counter(Execution.objects.filter(run_id=handle.id).values_list("label", flat=True))
     executed = sum(counts.values())
-    print(f"\n[sigkill] steps done at kill={done_at_kill} executions={executed} per step={dict(counts)}")
+    print(f"\n[sigkill] done at kill={done_at_kill} executions={executed} per step={dict(counts)}")
     # Every step completed exactly once (one checkpoint each) ...
     assert Step.objects.filter(run_id=handle.id).count() == 6
     # ... and its body ran at most once more than it completed: the one interrupted.
@@ -83,7 +83,10 @@ def test_workers_compete_for_200_runs_and_each_runs_once(worker_processes, worke
     assert [h.result(timeout=1) for h in handles] == [3] * 200
     executions = Execution.objects.count()
     by_worker = Counter(Execution.objects.values_list("pid", flat=True))
-    print(f"\n[compete] runs=200 checkpoints={Step.objects.count()} executions={executions} per worker={dict(by_worker)}")
+    print(
+        f"\n[compete] runs=200 checkpoints={Step.objects.count()} "
+        f"executions={executions} per worker={dict(by_worker)}"
+    )
     assert Step.objects.count() == 600
     assert executions == 600  # no step body ran twice
     # Every run was claimed exactly once: no two workers ever held the same run.
@@ -108,7 +111,10 @@ def test_sigterm_drains_hands_back_and_another_worker_resumes(worker_processes):
     wait_for(lambda: Run.objects.get(pk=handle.id).is_terminal, 30, "run finished")
     assert handle.result(timeout=1) == sum(range(10)), worker_processes.logs()
     executions = Counter(Execution.objects.filter(run_id=handle.id).values_list("label", flat=True))
-    print(f"\n[sigterm] drained in {drain_seconds:.2f}s keeping {kept} steps; executions={sum(executions.values())}")
+    print(
+        f"\n[sigterm] drained in {drain_seconds:.2f}s keeping {kept} steps; "
+        f"executions={sum(executions.values())}"
+    )
     # Draining finished the step in progress before handing back: nothing ran twice.
     assert set(executions.values()) == {1}
     worker_processes.signal(second, signal.SIGTERM)
@@ -142,4 +148,5 @@ def test_a_sleeping_run_wakes_after_every_worker_restarted(worker_processes):
     assert exit_code(second, 30) == 0, worker_processes.logs()
     assert handle.result(timeout=1) == "woke"
     finished = Run.objects.get(pk=handle.id).finished_at
-    print(f"\n[sleep] woke {(finished - wake_at).total_seconds():.2f}s after its wake time (worker started late)")
+    late = (finished - wake_at).total_seconds()
+    print(f"\n[sleep] finished {late:.2f}s after its wake time (the worker started late)")

@@ -11,9 +11,15 @@ class Execution(models.Model):
     pid = models.IntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"{self.label} of {self.run_id} in {self.pid}"
+
 
 class SideEffect(models.Model):
     """An ORM write made by an atomic step: must exist exactly once per step."""
 
     run_id = models.CharField(max_length=64)
     label = models.CharField(max_length=100)
+
+    def __str__(self) -> str:
+        return f"{self.label} of {self.run_id}"

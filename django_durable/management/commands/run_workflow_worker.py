@@ -94,7 +94,7 @@ class Command(BaseCommand):
     def _configure_logging(self, verbosity: int) -> None:
         if logger.handlers or logging.getLogger().handlers:
             return
-        handler = logging.StreamHandler(self.stderr._out)
+        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
