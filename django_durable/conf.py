@@ -40,8 +40,14 @@ class DurableSettings:
     DEFAULT_STEP_RETRY: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # PostgreSQL NOTIFY channel shared by workers and waiting clients.
     NOTIFY_CHANNEL: str = "django_durable"
+    # PostgreSQL: run the worker's statements as prepared statements (turn off behind
+    # PgBouncer older than 1.21 in transaction pooling mode).
+    PREPARE_STATEMENTS: bool = True
     # Module name imported from every installed app to register workflows.
     AUTODISCOVER_MODULE: str = "workflows"
+    # Seconds after which ``manage.py durable prune`` deletes finished runs when it is given
+    # no --older-than; ``None`` keeps them until pruned explicitly.
+    RETENTION: float | None = None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -64,6 +70,10 @@ class DurableSettings:
         if self.MAX_RECOVERIES < 0 or self.SHUTDOWN_TIMEOUT < 0:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['MAX_RECOVERIES'] and ['SHUTDOWN_TIMEOUT'] cannot be negative."
+            )
+        if self.RETENTION is not None and self.RETENTION <= 0:
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['RETENTION'] must be a number of seconds greater than 0, or None."
             )
         if not isinstance(self.DEFAULT_STEP_RETRY, Mapping):
             raise ImproperlyConfigured(

@@ -79,6 +79,7 @@ class Run(models.Model):
     # Workflow-level attempt, 1-based (a failed run retried by its policy counts up).
     attempt = models.PositiveIntegerField(default=1)
     # Fencing token: incremented by every claim; every write from a worker checks it.
+    # Never reset: token 1 means "first claim ever", when no records can exist.
     lease_token = models.PositiveBigIntegerField(default=0)
     # The worker holding the lease; NULL when none does (the SQL tests IS NULL).
     claimed_by = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001

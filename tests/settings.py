@@ -28,7 +28,8 @@ if BACKEND == "postgres":
             "PORT": os.environ.get("PGPORT", "5432"),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
-            "TEST": {"NAME": "test_durable"},
+            # Per process, so that several test runs can share one server.
+            "TEST": {"NAME": f"test_durable_{os.getpid()}"},
         }
     }
 elif BACKEND == "sqlite":
