@@ -243,7 +243,7 @@ def workflow(
             raise TypeError("@durable.workflow decorates a function.")
         wf = Workflow(
             func,
-            name=name or _default_name(func),
+            name=_default_name(func) if name is None else name,
             queue=queue,
             retry=retry or RetryPolicy(max_attempts=max_attempts),
             timeout=_seconds(timeout, "A workflow timeout"),
@@ -280,6 +280,7 @@ def step(
     def decorate(func: Callable[..., Any]) -> StepFunction[Any, Any]:
         if not callable(func):
             raise TypeError("@durable.step decorates a function.")
-        return StepFunction(func, name=name or func.__name__, retry=retry, atomic=atomic)
+        step_name = func.__name__ if name is None else name
+        return StepFunction(func, name=step_name, retry=retry, atomic=atomic)
 
     return decorate(fn) if fn is not None else decorate

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from django_durable.models import Run, RunStatus, Step, WorkerProcess
-from tests.conftest import wait_for
+from tests.conftest import ON_POSTGRES, wait_for
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution, SideEffect
 
@@ -150,3 +150,29 @@ def test_a_sleeping_run_wakes_after_every_worker_restarted(worker_processes):
     finished = Run.objects.get(pk=handle.id).finished_at
     late = (finished - wake_at).total_seconds()
     print(f"\n[sleep] finished {late:.2f}s after its wake time (the worker started late)")
+
+
+def test_heartbeats_keep_a_step_longer_than_the_lease_from_being_taken_over(worker_processes):
+    handle = wf.counted.start(1, pause=3.5)  # 3.5 s step, 1 s lease
+    worker_processes.start(*FAST)
+    wait_for(lambda: Execution.objects.filter(run_id=handle.id).exists(), message="step started")
+    worker_processes.start(*FAST)  # a second worker, eager to take over an expired lease
+    wait_for(lambda: Run.objects.get(pk=handle.id).is_terminal, 30, "run finished")
+    assert handle.result(timeout=1) == 0, worker_processes.logs()
+    run = Run.objects.get(pk=handle.id)
+    assert Execution.objects.filter(run_id=handle.id).count() == 1
+    assert run.lease_token == 1  # never taken over
+    assert run.recoveries == 0
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="LISTEN/NOTIFY exists only on PostgreSQL")
+def test_notify_wakes_an_idle_worker_long_before_its_next_poll(worker_processes):
+    worker = worker_processes.start("--poll-interval", "30")
+    wait_for(lambda: WorkerProcess.objects.filter(pid=worker.pid).exists(), message="worker up")
+    time.sleep(1.5)  # let it finish its first poll and go idle, listening
+    started = time.monotonic()
+    handle = wf.add.start(1, 2)
+    assert handle.result(timeout=10) == 3, worker_processes.logs()
+    latency = time.monotonic() - started
+    print(f"\n[notify] start to result in {latency * 1000:.0f} ms with a 30 s poll interval")
+    assert latency < 10
