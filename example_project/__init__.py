@@ -1,0 +1,1 @@
+"""The example project: a shop whose orders are fulfilled by a durable workflow."""

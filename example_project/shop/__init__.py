@@ -1,0 +1,1 @@
+"""The shop: orders, and the workflow that fulfils them."""
