@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         astart,
         get_run,
         list_runs,
+        prune,
         start,
     )
 
@@ -64,6 +65,7 @@ __all__ = [
     "astart",
     "get_run",
     "list_runs",
+    "prune",
     "start",
     "step",
     "workflow",
@@ -76,6 +78,7 @@ _LAZY = {
     "astart": "client",
     "get_run": "client",
     "list_runs": "client",
+    "prune": "client",
     "start": "client",
 }
 

@@ -7,7 +7,7 @@ run behind, and workers are notified only when the transaction commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -313,3 +313,55 @@ class RunHandle:
             run_id=str(run.id),
             error=error,
         )
+
+
+def _prune_statuses(statuses: str | Iterable[str] | None) -> list[str]:
+    terminal = sorted(RunStatus.terminal())
+    if statuses is None:
+        return list(terminal)
+    chosen = sorted({statuses} if isinstance(statuses, str) else set(statuses))
+    wrong = [status for status in chosen if status not in terminal]
+    if wrong or not chosen:
+        raise ValueError(
+            f"prune() deletes finished runs only: statuses must be among {', '.join(terminal)}, "
+            f"not {', '.join(map(repr, wrong)) or 'nothing'}."
+        )
+    return chosen
+
+
+def prune(
+    *,
+    older_than: timedelta | float,
+    statuses: str | Iterable[str] | None = None,
+    batch_size: int = 500,
+    dry_run: bool = False,
+) -> int:
+    """Delete finished runs (and their steps) that finished over ``older_than`` ago.
+
+    ``statuses`` picks among the terminal ones (default: all three). Runs go in batches
+    of ``batch_size``, oldest first, each batch in its own transaction; rows another
+    transaction holds are skipped, so prunes never wait on each other or on workers.
+    With ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
+    """
+    seconds = _seconds(older_than)
+    if seconds < 0:
+        raise ValueError("older_than= cannot be negative.")
+    if batch_size < 1:
+        raise ValueError("batch_size= must be at least 1.")
+    alias = _alias()
+    finished = Run.objects.using(alias).filter(
+        status__in=_prune_statuses(statuses), finished_at__lt=_db_time(-seconds)
+    )
+    if dry_run:
+        return finished.count()
+    deleted = 0
+    while True:
+        with transaction.atomic(using=alias):
+            # A fixed order and SKIP LOCKED: concurrent prunes cannot deadlock.
+            batch = finished.select_for_update(skip_locked=True).order_by("finished_at", "id")
+            ids = list(batch.values_list("id", flat=True)[:batch_size])
+            if not ids:
+                return deleted
+            # The ORM deletes the steps (and any other rows of the runs) first.
+            _, counts = Run.objects.using(alias).filter(id__in=ids).delete()
+        deleted += counts.get(Run._meta.label, 0)

@@ -71,7 +71,10 @@ class DurableSettings:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['MAX_RECOVERIES'] and ['SHUTDOWN_TIMEOUT'] cannot be negative."
             )
-        if self.RETENTION is not None and self.RETENTION <= 0:
+        retention = self.RETENTION
+        if retention is not None and (
+            isinstance(retention, bool) or not isinstance(retention, int | float) or retention <= 0
+        ):
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['RETENTION'] must be a number of seconds greater than 0, or None."
             )

@@ -1,0 +1,333 @@
+"""``manage.py durable``: inspect runs and workers, start runs, prune finished runs.
+
+Every subcommand goes through the public client (``import django_durable``) and edits
+no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+import django_durable as durable
+from django_durable import display
+from django_durable.conf import get_settings
+from django_durable.models import Run, WorkerProcess
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Return ``90s``, ``15m``, ``12h``, ``7d`` or a plain number of seconds as a timedelta."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise CommandError(
+            f"Invalid duration {text!r}: give seconds, or a number followed by s, m, h or d "
+            "(90s, 15m, 12h, 7d)."
+        )
+    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def _json_option(text: str | None, kind: type, option: str) -> Any:
+    if text is None:
+        return kind()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CommandError(f"{option} is not valid JSON ({exc}): {text!r}") from None
+    if not isinstance(value, kind):
+        found = _JSON_TYPES.get(type(value), "null" if value is None else "a number")
+        raise CommandError(f"{option} must be {_JSON_TYPES[kind]} in JSON, not {found}: {text!r}")
+    return value
+
+
+def _get_run(text: str) -> Run:
+    try:
+        run_id = uuid.UUID(text.strip())
+    except ValueError:
+        raise CommandError(f"{text!r} is not a run id (run ids are UUIDs).") from None
+    try:
+        return durable.get_run(str(run_id)).model
+    except durable.RunNotFound as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, cls=DjangoJSONEncoder)
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "-"
+    local = timezone.localtime(value) if timezone.is_aware(value) else value
+    return local.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(cell) for cell in row] for row in (headers, *rows)]
+    widths = [max(len(row[index]) for row in cells) for index in range(len(headers))]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.splitlines())
+
+
+# Shown by --json, with the model's field names.
+RUN_FIELDS: tuple[str, ...] = ("id", "workflow_name", "status", "queue", "attempt")
+RUN_FIELDS += ("waiting_for", "created_at", "started_at", "finished_at")
+STEP_FIELDS = ("position", "kind", "name", "status", "attempts", "duration_ms", "recorded_at")
+WORKER_FIELDS: tuple[str, ...] = ("id", "hostname", "pid", "queues", "concurrency")
+WORKER_FIELDS += ("started_at", "last_seen_at", "stopped_at")
+
+
+def _fields(obj: Any, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in names}
+
+
+def _duration(seconds: float | None) -> str:
+    return "-" if seconds is None else display.format_duration(seconds)
+
+
+def _run_details(run: Run) -> dict[str, Any]:
+    args, kwargs = run.get_input()
+    completed = run.status == durable.RunStatus.COMPLETED
+    return {
+        **_fields(run, (*RUN_FIELDS, "priority", "idempotency_key", "wake_at", "deadline_at")),
+        "duration_seconds": display.run_seconds(run),
+        "input": {"args": args, "kwargs": kwargs},
+        "result": run.get_result() if completed else None,
+        "error": run.error,
+    }
+
+
+class Command(BaseCommand):
+    """Inspect and operate durable workflow runs from the shell."""
+
+    help = "Inspect and operate durable workflow runs: runs, start, workers, prune."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+        runs = groups.add_parser("runs", help="Inspect runs.")
+        runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+
+        runs_list = runs_commands.add_parser("list", help="List runs, newest first.")
+        runs_list.add_argument("--workflow", metavar="NAME", help="Only runs of this workflow.")
+        runs_list.add_argument(
+            "--status", nargs="+", action="extend", choices=durable.RunStatus.values
+        )
+        runs_list.add_argument("--limit", type=int, default=50, help="At most N runs (50).")
+        runs_list.set_defaults(handler=self.runs_list)
+
+        runs_show = runs_commands.add_parser("show", help="Show a run.")
+        runs_show.set_defaults(handler=self.runs_show)
+        runs_steps = runs_commands.add_parser("steps", help="List the steps a run recorded.")
+        runs_steps.set_defaults(handler=self.runs_steps)
+        for sub in (runs_show, runs_steps):
+            sub.add_argument("run_id", metavar="RUN_ID")
+
+        start = groups.add_parser("start", help="Start a run; print its id.")
+        start.add_argument("workflow", metavar="WORKFLOW", help="A registered workflow name.")
+        # Not dest="args": call_command() takes that one for positional arguments.
+        start.add_argument(
+            "--args", dest="args_json", metavar="JSON_ARRAY", help="Positional arguments: '[1, 2]'."
+        )
+        start.add_argument(
+            "--kwargs", dest="kwargs_json", metavar="JSON_OBJECT", help="""Keywords: '{"b": 2}'."""
+        )
+        start.add_argument("--queue", metavar="Q")
+        start.add_argument("--priority", type=int, default=0, help="Higher runs first (0).")
+        start.add_argument("--delay", type=float, metavar="SECONDS", help="Start no sooner.")
+        start.add_argument("--idempotency-key", metavar="KEY")
+        start.add_argument(
+            "--wait", type=float, metavar="SECONDS", help="Wait for the run; print its result."
+        )
+        start.set_defaults(handler=self.start)
+
+        workers = groups.add_parser("workers", help="List worker processes, alive or not.")
+        workers.set_defaults(handler=self.workers)
+
+        prune = groups.add_parser("prune", help="Delete finished runs and their steps.")
+        prune.add_argument(
+            "--older-than",
+            metavar="DURATION",
+            help="Finished longer ago than this: 90s, 15m, 12h, 7d or seconds. "
+            "Default: DJANGO_DURABLE['RETENTION'].",
+        )
+        prune.add_argument(
+            "--status", nargs="+", action="extend", choices=sorted(durable.RunStatus.terminal())
+        )
+        prune.add_argument("--batch-size", type=int, default=500, help="Runs per batch (500).")
+        prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
+        prune.set_defaults(handler=self.prune)
+
+        for sub in (runs_list, runs_show, runs_steps, workers):
+            sub.add_argument("--json", action="store_true", help="Print JSON.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        options["handler"](options)
+
+    def runs_list(self, options: dict[str, Any]) -> None:
+        """List runs, newest first."""
+        if options["limit"] < 1:
+            raise CommandError("--limit must be at least 1.")
+        handles = durable.list_runs(
+            workflow=options["workflow"], status=options["status"], limit=options["limit"]
+        )
+        runs = [handle.model for handle in handles]
+        if options["json"]:
+            self.stdout.write(_dumps([_fields(run, RUN_FIELDS) for run in runs]))
+            return
+        rows = [
+            (run.id, run.workflow_name, run.status, _when(run.created_at), _when(run.finished_at))
+            for run in runs
+        ]
+        self.stdout.write(_table(("ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED"), rows))
+
+    def runs_show(self, options: dict[str, Any]) -> None:
+        """Show a run: where it is, its input, and its result or error."""
+        run = _get_run(options["run_id"])
+        details = _run_details(run)
+        if options["json"]:
+            self.stdout.write(_dumps(details))
+            return
+        facts = [
+            ("Run", run.id),
+            ("Workflow", run.workflow_name),
+            ("Status", run.status),
+            ("Waiting for", run.waiting_for or "-"),
+            ("Queue", f"{run.queue} (priority {run.priority})"),
+            ("Attempt", run.attempt),
+            ("Idempotency key", run.idempotency_key or "-"),
+            ("Created", _when(run.created_at)),
+            ("Started", _when(run.started_at)),
+            ("Finished", _when(run.finished_at)),
+            ("Duration", _duration(details["duration_seconds"])),
+        ]
+        lines = [f"{label + ':':<17}{value}" for label, value in facts]
+        lines += ["Input:", _indent(_dumps(details["input"]))]
+        if run.status == durable.RunStatus.COMPLETED:
+            lines += ["Result:", _indent(_dumps(details["result"]))]
+        if run.error:
+            lines.append(f"Error:           {display.error_summary(run.error)}")
+            if run.error.get("traceback"):
+                lines += ["Traceback:", _indent(str(run.error["traceback"]).rstrip())]
+        self.stdout.write("\n".join(lines))
+
+    def runs_steps(self, options: dict[str, Any]) -> None:
+        """List the operations a run recorded, in order."""
+        steps = list(_get_run(options["run_id"]).steps.order_by("position"))
+        if options["json"]:
+            data = [
+                {**_fields(step, STEP_FIELDS), "result": step.get_result(), "error": step.error}
+                for step in steps
+            ]
+            self.stdout.write(_dumps(data))
+            return
+        rows = [
+            (
+                step.position,
+                step.kind,
+                step.name,
+                step.status,
+                step.attempts,
+                _duration(None if step.duration_ms is None else step.duration_ms / 1e3),
+                display.error_summary(step.error) or display.preview(step.result),
+            )
+            for step in steps
+        ]
+        headers = ("#", "KIND", "NAME", "STATUS", "ATTEMPTS", "DURATION", "RESULT / ERROR")
+        self.stdout.write(_table(headers, rows))
+
+    def start(self, options: dict[str, Any]) -> None:
+        """Start a run and print its id; with --wait, its result too."""
+        args = _json_option(options["args_json"], list, "--args")
+        kwargs = _json_option(options["kwargs_json"], dict, "--kwargs")
+        for option in ("delay", "wait"):
+            if (options[option] or 0) < 0:
+                raise CommandError(f"--{option} cannot be negative.")
+        try:
+            handle = durable.start(
+                options["workflow"],
+                args=args,
+                kwargs=kwargs,
+                queue=options["queue"],
+                priority=options["priority"],
+                delay=options["delay"],
+                idempotency_key=options["idempotency_key"],
+            )
+        except durable.DurableError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(handle.id)
+        if options["wait"] is None:
+            return
+        try:
+            result = handle.result(timeout=options["wait"])
+        except durable.WorkflowFailed as exc:
+            if exc.traceback:
+                self.stderr.write(exc.traceback.rstrip())
+            raise CommandError(str(exc)) from None
+        except TimeoutError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(_dumps(result))
+
+    def workers(self, options: dict[str, Any]) -> None:
+        """List worker processes, newest first, and whether each is alive."""
+        alias = get_settings().DATABASE
+        workers = list(WorkerProcess.objects.using(alias).order_by("-started_at"))
+        if options["json"]:
+            data = [
+                {**_fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker)}
+                for worker in workers
+            ]
+            self.stdout.write(_dumps(data))
+            return
+        rows = [
+            (
+                worker.id,
+                ",".join(map(str, worker.queues)),
+                worker.concurrency,
+                _when(worker.started_at),
+                _when(worker.last_seen_at),
+                _when(worker.stopped_at),
+                "yes" if display.worker_alive(worker) else "no",
+            )
+            for worker in workers
+        ]
+        headers = ("ID", "QUEUES", "CONCURRENCY", "STARTED", "LAST SEEN", "STOPPED", "ALIVE")
+        self.stdout.write(_table(headers, rows))
+
+    def prune(self, options: dict[str, Any]) -> None:
+        """Delete finished runs older than --older-than (or RETENTION), in batches."""
+        if options["older_than"] is not None:
+            older_than = parse_duration(options["older_than"])
+        elif (retention := get_settings().RETENTION) is not None:
+            older_than = timedelta(seconds=retention)
+        else:
+            raise CommandError(
+                "Say how old the finished runs to delete must be: --older-than 30d, "
+                "or set DJANGO_DURABLE['RETENTION'] (seconds)."
+            )
+        try:
+            count = durable.prune(
+                older_than=older_than,
+                statuses=options["status"],
+                batch_size=options["batch_size"],
+                dry_run=options["dry_run"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        verb = "Would delete" if options["dry_run"] else "Deleted"
+        age = display.format_duration(older_than.total_seconds())
+        self.stdout.write(f"{verb} {count} finished run(s) older than {age}.")

@@ -1,0 +1,439 @@
+"""``manage.py durable``: every subcommand's output and --json, its errors, and prune."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+import django_durable as durable
+from django_durable.conf import get_settings
+from django_durable.management.commands.durable import parse_duration
+from django_durable.models import Run, RunStatus, Step, WorkerProcess
+from django_durable.worker import Worker
+from tests.conftest import ROOT, drain, wait_for
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def durable_cmd(*args: str) -> str:
+    """Run ``manage.py durable ARGS`` and return what it printed."""
+    out = io.StringIO()
+    call_command("durable", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def age(run_id: str, **delta: float) -> None:
+    """Pretend the run finished ``delta`` ago (test set-up)."""
+    Run.objects.filter(pk=run_id).update(finished_at=timezone.now() - timedelta(**delta))
+
+
+@pytest.fixture
+def finished(run_all):
+    """A completed and a failed run, executed to the end."""
+    added = wf.add.using(idempotency_key="add-2-3").start(2, b=3)
+    failed = wf.boom.start()
+    run_all()
+    return added.refresh(), failed.refresh()
+
+
+# --- runs list / show / steps -------------------------------------------------------------
+
+
+def test_runs_list_prints_a_table_newest_first(finished):
+    added, failed = finished
+    lines = durable_cmd("runs", "list").splitlines()
+    assert lines[0].split() == ["ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED"]
+    assert lines[1].split()[:3] == [failed.id, "tests.boom", "failed"]
+    assert lines[2].split()[:3] == [added.id, "tests.add", "completed"]
+
+
+def test_runs_list_filters_and_limits(finished):
+    added, failed = finished
+    pending = wf.add.start(1, 1)
+    assert added.id in durable_cmd("runs", "list", "--workflow", "tests.add")
+    assert failed.id not in durable_cmd("runs", "list", "--workflow", "tests.add")
+    only_failed = durable_cmd("runs", "list", "--status", "failed")
+    assert failed.id in only_failed and added.id not in only_failed
+    two = durable_cmd("runs", "list", "--status", "failed", "pending")
+    assert failed.id in two and pending.id in two and added.id not in two
+    assert (
+        durable_cmd("runs", "list", "--status", "failed", "--status", "completed").count("tests.")
+        == 2
+    )
+    assert len(durable_cmd("runs", "list", "--limit", "1").splitlines()) == 2
+
+
+def test_runs_list_json(finished):
+    added, failed = finished
+    data = json.loads(durable_cmd("runs", "list", "--json"))
+    assert [row["id"] for row in data] == [failed.id, added.id]
+    row = data[1]
+    assert row["workflow_name"] == "tests.add" and row["status"] == "completed"
+    assert row["queue"] == "default" and row["attempt"] == 1 and row["waiting_for"] == ""
+    assert row["created_at"] and row["started_at"] and row["finished_at"]
+
+
+def test_runs_show_a_completed_run(finished):
+    added, _ = finished
+    output = durable_cmd("runs", "show", added.id)
+    assert f"Run:             {added.id}" in output
+    assert "Workflow:        tests.add" in output
+    assert "Status:          completed" in output
+    assert "Queue:           default (priority 0)" in output
+    assert "Idempotency key: add-2-3" in output
+    assert 'Input:\n  {\n    "args": [\n      2\n    ],\n    "kwargs": {\n      "b": 3' in output
+    assert "Result:\n  5" in output
+    assert "Error" not in output
+
+
+def test_runs_show_a_failed_run_with_its_traceback(finished):
+    _, failed = finished
+    output = durable_cmd("runs", "show", failed.id)
+    assert "Status:          failed" in output
+    assert "Error:           ValueError: boom" in output
+    assert "Traceback:\n  Traceback (most recent call last):" in output
+    assert 'raise ValueError("boom")' in output
+    assert "Result" not in output
+
+
+def test_runs_show_json(finished):
+    added, failed = finished
+    data = json.loads(durable_cmd("runs", "show", added.id, "--json"))
+    assert data["id"] == added.id and data["status"] == "completed"
+    assert data["input"] == {"args": [2], "kwargs": {"b": 3}}
+    assert data["result"] == 5 and data["error"] is None
+    assert data["idempotency_key"] == "add-2-3" and data["duration_seconds"] >= 0
+    error = json.loads(durable_cmd("runs", "show", failed.id, "--json"))["error"]
+    assert error["type"] == "ValueError" and error["message"] == "boom"
+    assert "Traceback" in error["traceback"]
+
+
+def test_runs_show_decodes_stored_types(run_all):
+    handle = wf.types.start(timezone.now(), Decimal("1.5"))
+    run_all()
+    output = durable_cmd("runs", "show", handle.id)
+    assert '"amount": "3.0"' in output
+    assert json.loads(durable_cmd("runs", "show", handle.id, "--json"))["result"]["tuple"] == [1, 2]
+
+
+def test_runs_steps(run_all):
+    handle = wf.fatal.start()
+    done = wf.add.start(2, 3)
+    run_all()
+    lines = durable_cmd("runs", "steps", handle.id).splitlines()
+    assert lines[0].split()[:6] == ["#", "KIND", "NAME", "STATUS", "ATTEMPTS", "DURATION"]
+    assert lines[1].split()[:5] == ["0", "step", "charge", "failed", "1"]
+    assert lines[1].endswith("django_durable.exceptions.FatalError: card declined")
+    row = durable_cmd("runs", "steps", done.id).splitlines()[1]
+    assert row.split()[:5] == ["0", "step", "add", "completed", "1"] and row.endswith(" 5")
+
+
+def test_runs_steps_json(run_all):
+    handle = wf.types.start(timezone.now(), Decimal("2"))
+    run_all()
+    steps = json.loads(durable_cmd("runs", "steps", handle.id, "--json"))
+    assert [(s["position"], s["kind"], s["name"]) for s in steps] == [
+        (0, "step", "later"),
+        (1, "step", "amount"),
+    ]
+    assert steps[1]["result"] == "4" and steps[1]["status"] == "completed"
+    assert steps[0]["attempts"] == 1 and steps[0]["error"] is None
+
+
+@pytest.mark.parametrize("action", ["show", "steps"])
+def test_a_malformed_or_unknown_run_id_is_a_clear_error(action):
+    with pytest.raises(CommandError, match=r"'nope' is not a run id \(run ids are UUIDs\)"):
+        durable_cmd("runs", action, "nope")
+    missing = str(uuid.uuid4())
+    with pytest.raises(CommandError, match=f"No run has the id '{missing}'"):
+        durable_cmd("runs", action, missing)
+
+
+def test_runs_list_rejects_a_bad_status_or_limit():
+    with pytest.raises(CommandError, match="invalid choice: 'done'"):
+        durable_cmd("runs", "list", "--status", "done")
+    with pytest.raises(CommandError, match="--limit must be at least 1"):
+        durable_cmd("runs", "list", "--limit", "0")
+
+
+# --- start ----------------------------------------------------------------------------
+
+
+def test_start_prints_the_run_id_and_stores_the_options():
+    output = durable_cmd(
+        "start",
+        "tests.add",
+        "--args",
+        "[2]",
+        "--kwargs",
+        '{"b": 3}',
+        "--queue",
+        "other",
+        "--priority",
+        "7",
+        "--idempotency-key",
+        "cli-1",
+        "--delay",
+        "60",
+    )
+    run = Run.objects.get(pk=output.strip())
+    assert run.get_input() == ([2], {"b": 3})
+    assert (run.queue, run.priority, run.idempotency_key) == ("other", 7, "cli-1")
+    assert run.available_at > timezone.now() + timedelta(seconds=50)
+    assert durable_cmd("start", "tests.add", "--idempotency-key", "cli-1").strip() == str(run.id)
+
+
+def test_start_without_arguments_and_with_wait(run_all):
+    handle = wf.add.using(idempotency_key="k").start(20, 22)
+    run_all()
+    output = durable_cmd("start", "tests.add", "--idempotency-key", "k", "--wait", "5")
+    assert output.splitlines() == [handle.id, "42"]
+    run_id = durable_cmd("start", "tests.values").strip()
+    assert Run.objects.get(pk=run_id).get_input() == ([], {})
+
+
+def test_start_wait_follows_a_run_executed_by_a_worker():
+    def work() -> None:
+        try:
+            wait_for(Run.objects.exists, message="the command to start a run")
+            drain(Worker())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        output = durable_cmd("start", "tests.add", "--args", "[1, 2]", "--wait", "15")
+    finally:
+        thread.join()
+    run_id, result = output.splitlines()
+    assert result == "3" and Run.objects.get(pk=run_id).status == RunStatus.COMPLETED
+
+
+def test_start_wait_reports_a_failure_or_a_timeout(run_all):
+    wf.boom.using(idempotency_key="b").start()
+    run_all()
+    err = io.StringIO()
+    with pytest.raises(CommandError, match=r"of 'tests\.boom' failed: ValueError: boom"):
+        call_command(
+            "durable",
+            *("start", "tests.boom", "--idempotency-key", "b", "--wait", "5"),
+            stdout=io.StringIO(),
+            stderr=err,
+        )
+    assert 'raise ValueError("boom")' in err.getvalue()
+    with pytest.raises(CommandError, match=r"did not finish within 0\.2 seconds"):
+        durable_cmd("start", "tests.add", "--args", "[1, 2]", "--wait", "0.2")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], r"No workflow named 'nope' is registered"),
+        (["tests.add", "--args", "[1,"], r"--args is not valid JSON \(Expecting"),
+        (["tests.add", "--args", '{"a": 1}'], r"--args must be an array in JSON, not an object"),
+        (["tests.add", "--args", "3"], r"--args must be an array in JSON, not a number"),
+        (["tests.add", "--kwargs", "[1]"], r"--kwargs must be an object in JSON, not an array"),
+        (["tests.add", "--kwargs", "null"], r"--kwargs must be an object in JSON, not null"),
+        (["tests.add", "--kwargs", "{'b': 1}"], r"--kwargs is not valid JSON"),
+        (["tests.add", "--delay", "-1"], r"--delay cannot be negative"),
+        (["tests.add", "--args", '["\\u0000"]'], r"NUL character"),
+    ],
+)
+def test_start_refuses_bad_input_with_a_clear_error(args, message):
+    with pytest.raises(CommandError, match=message):
+        durable_cmd("start", *args)
+    assert not Run.objects.exists()
+
+
+def test_an_idempotency_key_of_another_workflow_is_a_command_error():
+    wf.add.using(idempotency_key="k").start(1, 2)
+    with pytest.raises(CommandError, match="already started run"):
+        durable_cmd("start", "tests.values", "--idempotency-key", "k")
+
+
+# --- workers ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def workers():
+    now = timezone.now()
+    common = {"hostname": "web-1", "concurrency": 4, "queues": ["default", "emails"]}
+    return [
+        WorkerProcess.objects.create(id="web-1:10:alive", pid=10, last_seen_at=now, **common),
+        WorkerProcess.objects.create(
+            id="web-1:11:stopped", pid=11, last_seen_at=now, stopped_at=now, **common
+        ),
+        WorkerProcess.objects.create(
+            id="web-1:12:lost", pid=12, last_seen_at=now - timedelta(hours=1), **common
+        ),
+    ]
+
+
+def test_workers_lists_alive_and_dead_workers(workers):
+    lines = durable_cmd("workers").splitlines()
+    assert lines[0].split() == [
+        "ID", "QUEUES", "CONCURRENCY", "STARTED", "LAST", "SEEN", "STOPPED", "ALIVE"
+    ]  # fmt: skip
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"web-1:10:alive", "web-1:11:stopped", "web-1:12:lost"}
+    assert rows["web-1:10:alive"].endswith("yes") and "default,emails" in rows["web-1:10:alive"]
+    assert rows["web-1:11:stopped"].endswith("no") and rows["web-1:12:lost"].endswith("no")
+
+
+def test_workers_json(workers):
+    data = {row["id"]: row for row in json.loads(durable_cmd("workers", "--json"))}
+    assert data["web-1:10:alive"]["alive"] is True
+    assert data["web-1:11:stopped"]["alive"] is False and data["web-1:11:stopped"]["stopped_at"]
+    assert data["web-1:12:lost"]["alive"] is False
+    assert data["web-1:10:alive"]["queues"] == ["default", "emails"]
+    assert data["web-1:10:alive"]["pid"] == 10 and data["web-1:10:alive"]["hostname"] == "web-1"
+
+
+def test_workers_records_a_real_worker():
+    Worker(burst=True).run()
+    (row,) = json.loads(durable_cmd("workers", "--json"))
+    assert row["pid"] == os.getpid() and row["stopped_at"] and row["alive"] is False
+
+
+# --- prune ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def history(run_all):
+    """Old and recent finished runs with steps, and runs that are not finished."""
+    runs = {
+        "old_completed": [wf.add.start(1, 2) for _ in range(3)],
+        "old_failed": [wf.boom.start() for _ in range(2)],
+        "recent": [wf.add.start(3, 4)],
+    }
+    run_all()
+    for run in runs["old_completed"] + runs["old_failed"]:
+        age(run.id, days=8)
+    age(runs["recent"][0].id, hours=1)
+    runs["pending"] = [wf.add.start(5, 6)]
+    # Not finished, even with a finished_at set by hand: prune must still leave it alone.
+    age(runs["pending"][0].id, days=30)
+    return {name: [handle.id for handle in handles] for name, handles in runs.items()}
+
+
+def remaining() -> set[str]:
+    return {str(pk) for pk in Run.objects.values_list("pk", flat=True)}
+
+
+def test_prune_deletes_old_finished_runs_and_their_steps_in_batches(history):
+    old = history["old_completed"] + history["old_failed"]
+    assert Step.objects.filter(run_id__in=old).count() == 5
+    with CaptureQueriesContext(connection) as queries:
+        output = durable_cmd("prune", "--older-than", "7d", "--batch-size", "2")
+    assert output.strip() == "Deleted 5 finished run(s) older than 7d 00h."
+    assert remaining() == set(history["recent"] + history["pending"])
+    assert not Step.objects.filter(run_id__in=old).exists()
+    assert Step.objects.filter(run_id__in=history["recent"]).exists()
+    run_deletes = [q["sql"] for q in queries if q["sql"].startswith('DELETE FROM "durable_run"')]
+    assert len(run_deletes) == 3  # batches of 2, 2 and 1
+
+
+def test_prune_only_the_statuses_asked_for(history):
+    assert durable_cmd("prune", "--older-than", "1d", "--status", "failed").strip() == (
+        "Deleted 2 finished run(s) older than 1d 00h."
+    )
+    assert remaining() == set(history["old_completed"] + history["recent"] + history["pending"])
+    durable_cmd("prune", "--older-than", "600", "--status", "completed", "cancelled")
+    assert remaining() == set(history["pending"])
+
+
+def test_prune_dry_run_deletes_nothing(history):
+    before = remaining()
+    assert durable_cmd("prune", "--older-than", "2h", "--dry-run").strip() == (
+        "Would delete 5 finished run(s) older than 2h 00m."
+    )
+    assert durable_cmd("prune", "--older-than", "30m", "--dry-run").startswith("Would delete 6 ")
+    assert remaining() == before
+
+
+def test_prune_defaults_to_the_retention_setting(history, settings):
+    with pytest.raises(CommandError, match=r"--older-than 30d, or set .*\['RETENTION'\]"):
+        durable_cmd("prune")
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "RETENTION": 2 * 86400}
+    assert durable_cmd("prune").strip() == "Deleted 5 finished run(s) older than 2d 00h."
+    assert remaining() == set(history["recent"] + history["pending"])
+
+
+@pytest.mark.parametrize("text", ["7x", "d", "-5", "1.5.2d", "ten"])
+def test_prune_refuses_a_bad_duration(text):
+    with pytest.raises(CommandError, match=f"Invalid duration '{text}'"):
+        durable_cmd("prune", "--older-than", text)
+
+
+def test_prune_refuses_unfinished_statuses_and_bad_batches():
+    with pytest.raises(CommandError, match="invalid choice: 'running'"):
+        durable_cmd("prune", "--older-than", "1d", "--status", "running")
+    with pytest.raises(CommandError, match="batch_size= must be at least 1"):
+        durable_cmd("prune", "--older-than", "1d", "--batch-size", "0")
+
+
+def test_parse_duration():
+    assert parse_duration("90s") == timedelta(seconds=90)
+    assert parse_duration("15m") == timedelta(minutes=15)
+    assert parse_duration("12h") == timedelta(hours=12)
+    assert parse_duration(" 7D ") == timedelta(days=7)
+    assert parse_duration("2.5") == timedelta(seconds=2.5)
+    assert parse_duration("0") == timedelta(0)
+
+
+def test_prune_from_python(history):
+    with pytest.raises(ValueError, match=r"among cancelled, completed, failed, not 'waiting'"):
+        durable.prune(older_than=timedelta(days=1), statuses=["failed", "waiting"])
+    with pytest.raises(ValueError, match="cannot be negative"):
+        durable.prune(older_than=timedelta(days=-1))
+    assert durable.prune(older_than=timedelta(days=1), statuses="failed", dry_run=True) == 2
+    assert durable.prune(older_than=timedelta(days=1), batch_size=1) == 5
+    assert durable.prune(older_than=timedelta(days=1)) == 0
+    assert durable.prune(older_than=60) == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, "7d", True])
+def test_the_retention_setting_must_be_positive_seconds(settings, value):
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "RETENTION": value}
+    with pytest.raises(ImproperlyConfigured, match=r"\['RETENTION'\] must be a number of seconds"):
+        get_settings()
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["runs", "show", "nope"], "CommandError: 'nope' is not a run id"),
+        (["prune", "--older-than", "soon"], "CommandError: Invalid duration 'soon'"),
+    ],
+)
+def test_bad_input_exits_1_with_a_message_and_no_traceback(args, message):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "durable", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
