@@ -57,7 +57,7 @@ test-postgres: venv
 	fi
 
 docs: venv
-	$(BIN)/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint typecheck checks test-sqlite test-postgres docs
 
