@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         RunHandle,
         aget_run,
         alist_runs,
+        aprune,
         astart,
         get_run,
         list_runs,
@@ -62,6 +63,7 @@ __all__ = [
     "WorkflowTimedOut",
     "aget_run",
     "alist_runs",
+    "aprune",
     "astart",
     "get_run",
     "list_runs",
@@ -74,6 +76,7 @@ __all__ = [
 _LAZY = {
     "RunHandle": "client",
     "aget_run": "client",
+    "aprune": "client",
     "alist_runs": "client",
     "astart": "client",
     "get_run": "client",

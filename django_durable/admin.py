@@ -153,10 +153,10 @@ class RunAdmin(admin.ModelAdmin):
         "duration",
         "waiting_for",
     )
-    list_filter = ("status", WorkflowFilter, QueueFilter)
+    # A date filter, not date_hierarchy: that runs a DISTINCT over every run per page.
+    list_filter = ("status", WorkflowFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("=id", "workflow_name", "=idempotency_key")
     search_help_text = _("A run id, an idempotency key, or part of a workflow name.")
-    date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
     list_select_related = False
     show_full_result_count = False

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.db import DatabaseError
+from django.db import DatabaseError, DataError, IntegrityError
 
 from . import db
-from .exceptions import AbandonRun, LeaseLost
+from .exceptions import AbandonRun, CheckpointRejected, LeaseLost
 from .statuses import StepStatus
 
 
@@ -33,11 +33,6 @@ class Checkpoints:
         """Return the position after the last record."""
         return max(self._records, default=-1) + 1
 
-    def first_failed_position(self) -> int | None:
-        """Return the position of the earliest step recorded as failed, if any."""
-        failed = [p for p, r in self._records.items() if r.status == StepStatus.FAILED]
-        return min(failed, default=None)
-
     def write(
         self,
         position: int,
@@ -64,6 +59,11 @@ class Checkpoints:
                 duration_ms=duration_ms,
                 alias=self.alias,
             )
+        except (DataError, IntegrityError) as exc:
+            # Writing it again would fail again: retrying the run cannot help.
+            raise CheckpointRejected(
+                f"The database refused the record of {kind} {name!r}: {exc}", error=exc
+            ) from exc
         except DatabaseError as exc:
             raise AbandonRun(f"Could not record {kind} {name!r}: {exc}") from exc
         if not written:

@@ -20,9 +20,12 @@ from django.utils import timezone
 from . import db, serialization
 from .conf import get_settings
 from .exceptions import DurableError, RunNotFound, WorkflowFailed
-from .models import Run, RunStatus
+from .models import Run, RunStatus, WorkerProcess
 from .notify import await_until, wait_until
 from .registry import StartOptions, get_workflow
+
+# The range of the priority column (a SmallIntegerField); higher runs first.
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
 
 
 def _alias() -> str:
@@ -71,6 +74,11 @@ def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
     workflow = options.workflow
     key = options.idempotency_key
     alias = _alias()
+    if not (isinstance(options.priority, int) and PRIORITY_MIN <= options.priority <= PRIORITY_MAX):
+        raise ValueError(
+            f"priority= must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"not {options.priority!r}."
+        )
     if key is not None:
         existing = Run.objects.using(alias).filter(idempotency_key=key).first()
         if existing is not None:
@@ -157,7 +165,7 @@ def _get(run_id: str | uuid.UUID) -> Run:
         pk = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
         return Run.objects.using(_alias()).get(pk=pk)
     except (ValueError, Run.DoesNotExist):
-        raise RunNotFound(f"No run has the id {run_id!r}.") from None
+        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
 
 
 def _finished(run_id: uuid.UUID) -> Run | None:
@@ -341,7 +349,8 @@ def prune(
     ``statuses`` picks among the terminal ones (default: all three). Runs go in batches
     of ``batch_size``, oldest first, each batch in its own transaction; rows another
     transaction holds are skipped, so prunes never wait on each other or on workers.
-    With ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
+    Records of workers silent for longer than ``older_than`` are deleted too. With
+    ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
     """
     seconds = _seconds(older_than)
     if seconds < 0:
@@ -361,7 +370,23 @@ def prune(
             batch = finished.select_for_update(skip_locked=True).order_by("finished_at", "id")
             ids = list(batch.values_list("id", flat=True)[:batch_size])
             if not ids:
-                return deleted
+                break
             # The ORM deletes the steps (and any other rows of the runs) first.
             _, counts = Run.objects.using(alias).filter(id__in=ids).delete()
         deleted += counts.get(Run._meta.label, 0)
+    # Worker records silent for as long are history too (live workers heartbeat).
+    WorkerProcess.objects.using(alias).filter(last_seen_at__lt=_db_time(-seconds)).delete()
+    return deleted
+
+
+async def aprune(
+    *,
+    older_than: timedelta | float,
+    statuses: str | Iterable[str] | None = None,
+    batch_size: int = 500,
+    dry_run: bool = False,
+) -> int:
+    """Delete finished runs that finished over ``older_than`` ago (async)."""
+    return await sync_to_async(prune)(
+        older_than=older_than, statuses=statuses, batch_size=batch_size, dry_run=dry_run
+    )

@@ -11,6 +11,8 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+from .retry import RetryPolicy
+
 SETTING_NAME = "DJANGO_DURABLE"
 
 
@@ -82,6 +84,12 @@ class DurableSettings:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['DEFAULT_STEP_RETRY'] must be a dict of RetryPolicy arguments."
             )
+        try:
+            RetryPolicy(**self.DEFAULT_STEP_RETRY)
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['DEFAULT_STEP_RETRY'] is not a valid RetryPolicy: {exc}"
+            ) from exc
 
 
 _KNOWN = frozenset(f.name for f in dataclasses.fields(DurableSettings))

@@ -35,7 +35,7 @@ from .exceptions import (
     SuspendRun,
     WorkflowTimedOut,
 )
-from .registry import StepFunction
+from .registry import StepFunction, check_name
 from .retry import RetryPolicy
 from .runtime import inside_step
 from .statuses import StepStatus
@@ -138,10 +138,6 @@ class BaseContext:
         """Return when the run times out, if its workflow has a timeout."""
         return self._claim.deadline_at
 
-    def first_failed_position(self) -> int | None:
-        """Return the position of the run's earliest failed step, if any."""
-        return self._checkpoints.first_failed_position()
-
     def unreached_operations(self) -> NonDeterministicWorkflow | None:
         """Return an error if the run recorded operations the code did not reach."""
         end = self._checkpoints.end
@@ -153,7 +149,7 @@ class BaseContext:
             f"Run {self.run_id} of workflow {self.workflow_name!r} is not deterministic: it "
             f"recorded {end} operations (the last: {last}), but the code now finishes after "
             f"{self._position}. The workflow's code changed while this run was in flight; "
-            "keep the old order of operations for runs in flight, then retry the run.",
+            "keep the old order of operations for runs in flight.",
             position=self._position,
             recorded=last,
             new="the end of the workflow",
@@ -162,6 +158,7 @@ class BaseContext:
     # --- the machinery -----------------------------------------------------------
 
     def _begin(self, kind: str, name: str) -> Operation:
+        check_name(name, kind)
         if inside_step.get():
             raise DurableError(
                 f"ctx.{kind}() was called inside a step's body; durable operations belong "
@@ -207,8 +204,8 @@ class BaseContext:
             "The workflow's code changed while this run was in flight, or it branches on "
             "something that is not recorded (time, randomness, I/O outside steps: use "
             "ctx.now(), ctx.random(), ctx.uuid() or a step). Keep the old order of "
-            "operations for runs in flight (deploy the change under a new workflow name, or "
-            "let old runs finish first), then retry the run.",
+            "operations for runs in flight: deploy the change under a new workflow name, or "
+            "let old runs finish first.",
             position=position,
             recorded=recorded,
             new=new,
@@ -226,16 +223,18 @@ class BaseContext:
         record = self._checkpoints.get(op.position)
         assert record is not None
         if record.status == StepStatus.FAILED:
-            raise self._step_exception(serialization.loads(record.error), None)
+            raise self._step_exception(op.position, serialization.loads(record.error), None)
         return serialization.loads(record.result)
 
     def _step_exception(
-        self, info: dict[str, Any], original: BaseException | None
+        self, position: int, info: dict[str, Any], original: BaseException | None
     ) -> BaseException:
+        """Return what the workflow sees for a failed step, marked with where it failed."""
         rebuilt = serialization.rebuild_exception(info)
         if rebuilt is not None:
             chosen = original if original is not None else rebuilt
             chosen.__durable_step__ = info.get("step")  # type: ignore[attr-defined]
+            chosen.__durable_position__ = position  # type: ignore[attr-defined]
             return chosen
         failed = StepFailed(
             f"Step {info.get('step')!r} failed: {info.get('type')}: {info.get('message')}",
@@ -243,6 +242,7 @@ class BaseContext:
         )
         failed.__durable_traceback__ = info.get("traceback")  # type: ignore[attr-defined]
         failed.__durable_step__ = info.get("step")  # type: ignore[attr-defined]
+        failed.__durable_position__ = position  # type: ignore[attr-defined]
         if original is not None:
             failed.__cause__ = original
         return failed
@@ -308,7 +308,7 @@ class BaseContext:
             attempts=attempt,
             duration_ms=duration,
         )
-        return self._step_exception(info, exc)
+        return self._step_exception(op.position, info, exc)
 
     def _run_atomic(
         self, op: Operation, body: Callable[..., Any], args: Any, kwargs: Any, attempt: int

@@ -23,6 +23,7 @@ from .context import AsyncContext, BaseContext, Context, Interrupt
 from .db import Claim
 from .exceptions import (
     AbandonRun,
+    CheckpointRejected,
     SerializationError,
     SuspendRun,
     WorkflowNotFound,
@@ -115,6 +116,8 @@ def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], A
         if signal.release:
             return Outcome(kind="released", reason=signal.reason)
         return Outcome(kind="suspended", wake_at=signal.wake_at, reason=signal.reason)
+    except CheckpointRejected as signal:
+        return _failed(signal.error)
     except AbandonRun as signal:
         logger.warning("Abandoning run %s: %s", ctx.run_id, signal)
         return Outcome(kind="abandoned", reason=str(signal))
@@ -144,9 +147,26 @@ def _failure(workflow: Workflow[Any, Any], ctx: BaseContext, exc: BaseException)
                 error=_error_text(exc),
                 wake_at=wake_at,
                 reason=f"retry of the workflow (attempt {ctx.attempt + 1})",
-                rewind_to=ctx.first_failed_position(),
+                rewind_to=_failed_step_position(exc),
             )
     return _failed(exc)
+
+
+def _failed_step_position(exc: BaseException) -> int | None:
+    """Return the position of the step whose failure raised ``exc``, if one did.
+
+    A workflow retry deletes that step's record and everything after it, so the step
+    runs again; steps that failed earlier and were handled stay as recorded.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        position = getattr(current, "__durable_position__", None)
+        if position is not None:
+            return int(position)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _failed(exc: BaseException) -> Outcome:

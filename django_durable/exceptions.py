@@ -107,6 +107,14 @@ class AbandonRun(BaseException):
     """
 
 
+class CheckpointRejected(AbandonRun):
+    """The database refused a record (it would refuse it again): the run fails with it."""
+
+    def __init__(self, message: str, *, error: BaseException) -> None:
+        super().__init__(message)
+        self.error = error
+
+
 class LeaseLost(AbandonRun):
     """This worker no longer holds the run's lease; another worker owns it now."""
 

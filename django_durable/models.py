@@ -120,6 +120,12 @@ class Run(models.Model):
                 condition=Q(status="running"),
                 name="durable_run_lease",
             ),
+            # Pruning: finished runs, oldest first.
+            models.Index(
+                fields=("finished_at", "id"),
+                condition=Q(status__in=("completed", "failed", "cancelled")),
+                name="durable_run_finished",
+            ),
             models.Index(fields=("-created_at",), name="durable_run_created"),
             models.Index(fields=("workflow_name", "-created_at"), name="durable_run_workflow"),
         )
@@ -189,6 +195,7 @@ class WorkerProcess(models.Model):
         db_table = "durable_worker"
         ordering = ("-started_at",)
         verbose_name = _("worker process")
+        verbose_name_plural = _("worker processes")
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"

@@ -26,9 +26,13 @@ MAX_NAME_LENGTH = 200
 _workflows: dict[str, Workflow[Any, Any]] = {}
 
 
-def _check_name(name: str, what: str) -> str:
+def check_name(name: str, what: str) -> str:
+    """Return ``name`` if it can name a workflow or an operation, else raise ``ValueError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"A {what} name must be a non-empty string of at most 200 characters.")
+        raise ValueError(
+            f"A {what} name must be a non-empty string of at most {MAX_NAME_LENGTH} "
+            f"characters, not {name!r:.60}."
+        )
     return name
 
 
@@ -85,7 +89,7 @@ class Workflow(Generic[P, R]):
         timeout: float | None,
     ) -> None:
         self.fn = fn
-        self.name = _check_name(name, "workflow")
+        self.name = check_name(name, "workflow")
         self.queue = queue
         self.retry = retry
         self.timeout = timeout
@@ -148,7 +152,7 @@ class StepFunction(Generic[P, R]):
         atomic: bool,
     ) -> None:
         self.fn = fn
-        self.name = _check_name(name, "step")
+        self.name = check_name(name, "step")
         self.retry = retry
         self.atomic = atomic
         self.__doc__ = fn.__doc__

@@ -49,6 +49,14 @@ class InFlight:
     lost: bool = False  # the heartbeat found the lease taken over
 
 
+def _positive(value: float | None, default: float, what: str) -> float:
+    if value is None:
+        return default
+    if value <= 0:
+        raise ValueError(f"The {what} must be greater than 0, not {value}.")
+    return value
+
+
 def _worker_id() -> str:
     host = socket.gethostname()[:32]
     return f"{host}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -71,12 +79,10 @@ class Worker:
         self.alias = conf.DATABASE
         self.id = _worker_id()
         self.queues = list(dict.fromkeys(queues or [conf.DEFAULT_QUEUE]))
-        self.concurrency = concurrency or conf.WORKER_CONCURRENCY
-        if self.concurrency < 1:
-            raise ValueError("A worker needs a concurrency of at least 1.")
+        self.concurrency = int(_positive(concurrency, conf.WORKER_CONCURRENCY, "concurrency"))
         self.burst = burst
-        self.poll_interval = poll_interval or conf.POLL_INTERVAL
-        self.lease_seconds = lease_seconds or conf.LEASE_SECONDS
+        self.poll_interval = _positive(poll_interval, conf.POLL_INTERVAL, "poll interval")
+        self.lease_seconds = _positive(lease_seconds, conf.LEASE_SECONDS, "lease")
         self.heartbeat_interval = (
             min(conf.heartbeat_interval, self.lease_seconds / 3)
             if lease_seconds
@@ -85,6 +91,8 @@ class Worker:
         self.shutdown_timeout = (
             conf.SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout
         )
+        if self.shutdown_timeout < 0:
+            raise ValueError("The shutdown timeout cannot be negative.")
         self.max_recoveries = conf.MAX_RECOVERIES
         self._inflight: dict[uuid.UUID, InFlight] = {}
         self._lock = threading.Lock()
@@ -122,10 +130,10 @@ class Worker:
 
     def _lost_error(self) -> str:
         message = (
-            f"The run's worker stopped heartbeating more than {self.max_recoveries} times in "
-            "a row (killed, out of memory, or stalled past its lease). Something in the run "
-            "may crash its worker; see the worker logs. Raise DJANGO_DURABLE['MAX_RECOVERIES'] "
-            "to allow more takeovers."
+            f"The run's worker was lost more than {self.max_recoveries} times in a row "
+            "(killed, out of memory, stalled past its lease, or unable to write to the "
+            "database). Something in the run may crash its worker; see the worker logs. "
+            "Raise DJANGO_DURABLE['MAX_RECOVERIES'] to allow more takeovers."
         )
         info = {"type": "django_durable.WorkerLost", "message": message, "traceback": ""}
         return serialization.dumps(info, what="The lost-worker error")
@@ -164,7 +172,7 @@ class Worker:
             return outcome
         except Exception:
             logger.exception("Worker %s could not execute run %s", self.id, claim.run_id)
-            self._release_quietly(claim)
+            self._give_up(claim)
             return None
         finally:
             if django_settings.DEBUG:
@@ -186,7 +194,7 @@ class Worker:
         ended = {**db.released_values(), "wake_at": None, "waiting_for": ""}
         kind = outcome.kind
         if kind == "abandoned":
-            self._release_quietly(claim)
+            self._give_up(claim)
             return
         if kind == "completed":
             values = {
@@ -246,13 +254,17 @@ class Worker:
         self._next_maintenance = min(self._next_maintenance, time.monotonic() + max(0.0, seconds))
         self._wake.set()
 
-    def _release_quietly(self, claim: db.Claim) -> None:
-        """Hand a run back to the queue, if this worker still holds it."""
-        values = {**db.released_values(), "status": RunStatus.PENDING, "available_at": db.NOW}
+    def _give_up(self, claim: db.Claim) -> None:
+        """End this worker's claim as if it had died: expire its lease now.
+
+        The next maintenance round takes the run back and counts a recovery, so a run
+        that cannot make progress (its writes keep failing, it breaks the engine) fails
+        after MAX_RECOVERIES attempts instead of being retried forever.
+        """
         try:
-            db.update_claimed_run(claim, values, notify="queue", alias=self.alias)
+            db.update_claimed_run(claim, {"lease_expires_at": db.NOW}, alias=self.alias)
         except Exception:
-            logger.warning("Could not release run %s; its lease will expire", claim.run_id)
+            logger.warning("Could not give up run %s; its lease will expire", claim.run_id)
             connections[self.alias].close()
 
     # --- the long-running loop --------------------------------------------------------

@@ -246,3 +246,42 @@ def test_a_start_notifies_workers_on_commit_only():
         assert woken.wait(5), "not notified after commit"
     finally:
         listener.unsubscribe(["q:default"], woken.set)
+
+
+def test_priority_must_fit_the_column():
+    with pytest.raises(ValueError, match="priority= must be a whole number from -32768 to 32767"):
+        wf.add.using(priority=40_000).start(1, 2)
+    with pytest.raises(ValueError, match="priority="):
+        wf.add.using(priority=1.5).start(1, 2)
+    assert not Run.objects.exists()
+
+
+def test_run_not_found_names_the_id_plainly():
+    import uuid
+
+    missing = uuid.UUID("00000000-0000-0000-0000-000000000001")
+    with pytest.raises(
+        durable.RunNotFound, match=r"^No run has the id '00000000-0000-0000-0000-000000000001'\.$"
+    ):
+        durable.get_run(missing)
+
+
+def test_aprune_deletes_old_finished_runs_and_dead_worker_records(run_all):
+    from django_durable.models import WorkerProcess
+
+    old = wf.add.start(1, 1)
+    run_all()
+    Run.objects.filter(pk=old.id).update(finished_at=timezone.now() - dt.timedelta(days=3))
+    recent = wf.add.start(2, 2)
+    run_all()
+    WorkerProcess.objects.create(
+        id="gone",
+        hostname="h",
+        pid=1,
+        concurrency=1,
+        last_seen_at=timezone.now() - dt.timedelta(days=3),
+    )
+    WorkerProcess.objects.create(id="alive", hostname="h", pid=2, concurrency=1)
+    assert async_to_sync(durable.aprune)(older_than=dt.timedelta(days=1)) == 1
+    assert list(Run.objects.values_list("id", flat=True)) == [recent.model.id]
+    assert list(WorkerProcess.objects.values_list("id", flat=True)) == ["alive"]

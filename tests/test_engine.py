@@ -393,3 +393,60 @@ def test_a_claim_knows_the_database_time(worker):
     assert abs((claim.db_now - timezone.now()).total_seconds()) < 5
     assert isinstance(claim, db.Claim)
     worker.process(claim)
+
+
+def test_an_operation_name_too_long_fails_the_run_instead_of_looping(run_all):
+    handle = wf.long_name.start()
+    run_all()
+    with pytest.raises(durable.WorkflowFailed, match="at most 200 characters"):
+        handle.result(timeout=1)
+
+
+def test_a_workflow_retry_reruns_only_the_step_that_failed_it(run_all):
+    handle = wf.retry_after_handled_failure.start()
+    run_all()
+    assert handle.result(timeout=1) == "done"
+    assert handle.refresh().model.attempt == 2
+    # The handled failure and its compensation are kept; only "flaky" ran again.
+    assert executions(handle, "refused") == 1
+    assert executions(handle, "compensate") == 1
+    assert executions(handle, "flaky") == 2
+
+
+def test_a_checkpoint_the_database_refuses_fails_the_run(run_all, monkeypatch):
+    from django.db import DataError
+
+    def refuse(*args, **kwargs):
+        raise DataError("value too long for type character varying(200)")
+
+    monkeypatch.setattr(db, "record_step", refuse)
+    handle = wf.add.start(1, 2)
+    run_all()
+    handle.refresh()
+    assert handle.status == RunStatus.FAILED
+    assert handle.error["type"] == "django.db.utils.DataError"
+
+
+def test_a_run_whose_checkpoints_keep_failing_is_given_up_then_failed(monkeypatch, settings):
+    from django.db import OperationalError
+
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "MAX_RECOVERIES": 2}
+    calls = []
+
+    def unavailable(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(db, "record_step", unavailable)
+    handle = wf.counted.start(1)
+    worker = Worker()
+    for _ in range(20):
+        worker.run_once()
+        if handle.refresh().is_finished:
+            break
+        time.sleep(0.01)
+    assert handle.status == RunStatus.FAILED
+    assert handle.error["type"] == "django_durable.WorkerLost"
+    # Given up three times (not retried in a loop): 2 recoveries allowed, failed at the 3rd.
+    assert len(calls) == 3
+    assert executions(handle, "step-0") == 3

@@ -172,3 +172,12 @@ def test_system_check_warns_about_sqlite_without_immediate_transactions(settings
 
 def test_manage_py_check_passes():
     call_command("check", "--fail-level", "WARNING")
+
+
+def test_an_invalid_default_step_retry_fails_at_settings_load(settings):
+    settings.DJANGO_DURABLE = {"DEFAULT_STEP_RETRY": {"max_attempt": 3}}
+    with pytest.raises(ImproperlyConfigured, match="not a valid RetryPolicy"):
+        get_settings()
+    settings.DJANGO_DURABLE = {"DEFAULT_STEP_RETRY": {"max_attempts": 0}}
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        get_settings()

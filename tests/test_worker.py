@@ -171,7 +171,7 @@ def test_run_in_burst_mode_processes_everything_and_records_the_worker():
     assert record.concurrency == 2 and record.queues == ["default"]
 
 
-def test_a_worker_failure_outside_the_workflow_releases_the_run(monkeypatch):
+def test_a_worker_failure_outside_the_workflow_gives_the_run_up_for_recovery(monkeypatch):
     handle = wf.add.start(1, 2)
     worker = Worker()
 
@@ -182,4 +182,30 @@ def test_a_worker_failure_outside_the_workflow_releases_the_run(monkeypatch):
     [claim] = worker.claim(1)
     assert worker.process(claim) is None
     run = Run.objects.get(pk=handle.id)
-    assert run.status == RunStatus.PENDING and run.claimed_by is None
+    # Given up like a lost worker: the lease is expired, and recovery counts it.
+    assert run.status == RunStatus.RUNNING
+    assert run.lease_expires_at <= timezone.now()
+    worker.maintain()
+    run.refresh_from_db()
+    assert (run.status, run.claimed_by, run.recoveries) == (RunStatus.PENDING, None, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"poll_interval": 0}, "poll interval must be greater than 0"),
+        ({"lease_seconds": -1}, "lease must be greater than 0"),
+        ({"concurrency": 0}, "concurrency must be greater than 0"),
+        ({"shutdown_timeout": -1}, "cannot be negative"),
+    ],
+)
+def test_worker_options_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Worker(**kwargs)
+
+
+def test_the_worker_command_refuses_bad_options():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="lease must be greater than 0"):
+        call_command("run_workflow_worker", "--lease", "-1")

@@ -254,3 +254,31 @@ def exits(ctx: durable.Context) -> None:
 @durable.workflow(name="tests.big_result")
 def big_result(ctx: durable.Context, size: int) -> str:
     return ctx.step("big", lambda: "x" * size)
+
+
+@durable.workflow(name="tests.long_name")
+def long_name(ctx: durable.Context) -> None:
+    ctx.step("x" * 201, lambda: 1)
+
+
+@durable.workflow(name="tests.retry_after_handled_failure", max_attempts=2)
+def retry_after_handled_failure(ctx: durable.Context) -> str:
+    """A handled step failure early on, then a failure that retries the workflow."""
+
+    def refused() -> None:
+        executed(ctx.run_id, "refused")
+        raise LocalError("refused")
+
+    try:
+        ctx.step("refused", refused)
+    except LocalError:
+        ctx.step("compensate", lambda: executed(ctx.run_id, "compensate"))
+
+    def flaky() -> int:
+        count = executed(ctx.run_id, "flaky")
+        if count == 1:
+            raise RuntimeError("first attempt fails")
+        return count
+
+    ctx.step("flaky", flaky)
+    return "done"

@@ -10,7 +10,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_durable.worker import Worker
 
@@ -56,17 +56,17 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
-        if options["concurrency"] is not None and options["concurrency"] < 1:
-            self.stderr.write("--concurrency must be at least 1.")
-            sys.exit(2)
-        worker = Worker(
-            queues=options["queues"],
-            concurrency=options["concurrency"],
-            burst=options["burst"],
-            poll_interval=options["poll_interval"],
-            lease_seconds=options["lease"],
-            shutdown_timeout=options["shutdown_timeout"],
-        )
+        try:
+            worker = Worker(
+                queues=options["queues"],
+                concurrency=options["concurrency"],
+                burst=options["burst"],
+                poll_interval=options["poll_interval"],
+                lease_seconds=options["lease"],
+                shutdown_timeout=options["shutdown_timeout"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         signals_seen = 0
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
