@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .channels import ReceivedEvent
 from .context import AsyncContext, Context
 from .exceptions import (
     DurableError,
+    EventDataInvalid,
+    EventTimeout,
     FatalError,
     NonDeterministicWorkflow,
     PayloadTooLarge,
@@ -38,6 +41,16 @@ if TYPE_CHECKING:
         prune,
         start,
     )
+    from .exchange import (
+        aemit_event,
+        aget_value,
+        aread_stream,
+        asend,
+        emit_event,
+        get_value,
+        read_stream,
+        send,
+    )
 
 __version__ = "0.1.0"
 
@@ -45,9 +58,12 @@ __all__ = [
     "AsyncContext",
     "Context",
     "DurableError",
+    "EventDataInvalid",
+    "EventTimeout",
     "FatalError",
     "NonDeterministicWorkflow",
     "PayloadTooLarge",
+    "ReceivedEvent",
     "RetryPolicy",
     "RetryableError",
     "RunHandle",
@@ -61,19 +77,35 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowNotFound",
     "WorkflowTimedOut",
+    "aemit_event",
     "aget_run",
+    "aget_value",
     "alist_runs",
     "aprune",
+    "aread_stream",
+    "asend",
     "astart",
+    "emit_event",
     "get_run",
+    "get_value",
     "list_runs",
     "prune",
+    "read_stream",
+    "send",
     "start",
     "step",
     "workflow",
 ]
 
 _LAZY = {
+    "aemit_event": "exchange",
+    "aget_value": "exchange",
+    "aread_stream": "exchange",
+    "asend": "exchange",
+    "emit_event": "exchange",
+    "get_value": "exchange",
+    "read_stream": "exchange",
+    "send": "exchange",
     "RunHandle": "client",
     "aget_run": "client",
     "aprune": "client",

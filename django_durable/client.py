@@ -7,7 +7,7 @@ run behind, and workers are notified only when the transaction commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -267,6 +267,64 @@ class RunHandle:
     async def arefresh(self) -> RunHandle:
         """Read the run again and return this handle (async)."""
         return await sync_to_async(self.refresh)()
+
+    # Talking to the run: see exchange.py (imported late, it imports this module).
+
+    def send(
+        self, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> int:
+        """Deliver ``message`` to the run; its ``ctx.recv(topic)`` takes it."""
+        from .exchange import send
+
+        return send(self._run.pk, message, topic, idempotency_key)
+
+    async def asend(
+        self, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> int:
+        """Deliver ``message`` to the run (async)."""
+        from .exchange import asend
+
+        return await asend(self._run.pk, message, topic, idempotency_key)
+
+    def get_value(
+        self, key: str, timeout: float | timedelta | None = None, default: Any = None
+    ) -> Any:
+        """Return the newest value the run published under ``key`` (waiting up to ``timeout``)."""
+        from .exchange import get_value
+
+        return get_value(self._run.pk, key, timeout, default)
+
+    async def aget_value(
+        self, key: str, timeout: float | timedelta | None = None, default: Any = None
+    ) -> Any:
+        """Return the newest value under ``key`` (async)."""
+        from .exchange import aget_value
+
+        return await aget_value(self._run.pk, key, timeout, default)
+
+    def values(self) -> dict[str, Any]:
+        """Return the newest value of every key the run published."""
+        from .exchange import get_values
+
+        return get_values(self._run.pk)
+
+    async def avalues(self) -> dict[str, Any]:
+        """Return the newest value of every key the run published (async)."""
+        from .exchange import aget_values
+
+        return await aget_values(self._run.pk)
+
+    def read_stream(self, key: str, offset: int = 0, follow: bool = False) -> Iterator[Any]:
+        """Yield the values of the run's stream ``key`` from ``offset``."""
+        from .exchange import read_stream
+
+        return read_stream(self._run.pk, key, offset, follow)
+
+    def aread_stream(self, key: str, offset: int = 0, follow: bool = False) -> AsyncIterator[Any]:
+        """Yield the values of the run's stream ``key`` from ``offset`` (async)."""
+        from .exchange import aread_stream
+
+        return aread_stream(self._run.pk, key, offset, follow)
 
     def wait_finished(self, timeout: float | timedelta | None = None) -> RunHandle:
         """Wait until the run is finished and return this handle; ``TimeoutError`` if not."""

@@ -24,7 +24,8 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from . import serialization
+from . import channels, serialization
+from .channels import ReceivedEvent
 from .checkpoints import Checkpoints
 from .conf import get_settings
 from .db import Claim
@@ -134,6 +135,21 @@ class BaseContext:
         return self._clock
 
     @property
+    def claim(self) -> Claim:
+        """Return the claim this execution runs under."""
+        return self._claim
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """Return the run's records and their fenced writer."""
+        return self._checkpoints
+
+    @property
+    def alias(self) -> str:
+        """Return the database alias of the durable tables."""
+        return self._checkpoints.alias
+
+    @property
     def deadline(self) -> datetime | None:
         """Return when the run times out, if its workflow has a timeout."""
         return self._claim.deadline_at
@@ -157,8 +173,9 @@ class BaseContext:
 
     # --- the machinery -----------------------------------------------------------
 
-    def _begin(self, kind: str, name: str) -> Operation:
-        check_name(name, kind)
+    def _begin(self, kind: str, name: str, *, empty_name: bool = False) -> Operation:
+        if name or not empty_name:
+            check_name(name, kind)
         if inside_step.get():
             raise DurableError(
                 f"ctx.{kind}() was called inside a step's body; durable operations belong "
@@ -172,7 +189,7 @@ class BaseContext:
         if record is not None and (record.kind, record.name) != (kind, name):
             self.fatal = self._non_deterministic(position, record.kind, record.name, kind, name)
             raise self.fatal
-        if record is not None and record.status != StepStatus.RETRYING:
+        if record is not None and record.status not in StepStatus.unfinished():
             return Operation(position, kind, name, record.attempts, replayed=True)
         self._before_new_operation()
         attempts = record.attempts if record is not None else 0
@@ -211,13 +228,32 @@ class BaseContext:
             new=new,
         )
 
-    def suspend(self, wake_at: datetime | None, reason: str) -> SuspendRun:
-        """Return the signal that suspends the run until ``wake_at`` (or its deadline)."""
+    def suspend(
+        self,
+        wake_at: datetime | None,
+        reason: str,
+        *,
+        wake_on: str | None = None,
+        floor: int = 0,
+    ) -> SuspendRun:
+        """Return the signal that suspends the run until ``wake_at``, its deadline, or
+        ``wake_on`` ("e:<event>", "m:<topic>") arrives."""
         self._check_deadline()
         deadline = self._claim.deadline_at
         if deadline is not None and (wake_at is None or wake_at > deadline):
             wake_at = deadline  # wake up to fail on time
-        return SuspendRun(reason, wake_at=wake_at)
+        return SuspendRun(reason, wake_at=wake_at, wake_on=wake_on, floor=floor)
+
+    def complete(self, op: Operation, value: Any) -> Any:
+        """Record ``value`` as the outcome of ``op``; return it as replay will."""
+        return self._complete(op, value, 1, time.monotonic())
+
+    def fail(self, op: Operation, exc: Exception) -> BaseException:
+        """Record ``exc`` as the outcome of ``op``; return the exception to raise."""
+        info = serialization.error_info(exc)
+        text = serialization.dumps(info, what=f"The error of {op.kind} {op.name!r}")
+        self._checkpoints.write(op.position, op.kind, op.name, StepStatus.FAILED, error=text)
+        return self._step_exception(op.position, info, exc)
 
     def _replay(self, op: Operation) -> Any:
         record = self._checkpoints.get(op.position)
@@ -330,6 +366,28 @@ class BaseContext:
         return self.suspend(target, f"sleep until {target.isoformat()}")
 
 
+def _raise_signal(value: Any) -> Any:
+    """Raise ``value`` if a channel operation returned a signal, else return it."""
+    if isinstance(value, BaseException):
+        raise value
+    return value
+
+
+def _timeout(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    seconds = _seconds(value, "timeout")
+    if seconds < 0:
+        raise ValueError("A timeout cannot be negative.")
+    return seconds
+
+
+def _topic(topic: str | None) -> str:
+    if topic is None:
+        return ""
+    return check_name(topic, "message topic")
+
+
 def _call_body(body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     token = inside_step.set(True)
     try:
@@ -405,13 +463,66 @@ class Context(BaseContext):
             return self._replay(op)
         return self._complete(op, make(), 1, time.monotonic())
 
+    def wait_for_event(
+        self, name: str, timeout: float | timedelta | None = None, model: Any = None
+    ) -> ReceivedEvent:
+        """Suspend until an event ``name`` exists and return it.
+
+        An emission from before the wait counts. A run receives the newest emission it
+        has not received yet. ``EventTimeout`` after ``timeout``; ``model`` (a pydantic
+        model) validates the data.
+        """
+        op = self._begin("event", name)
+        if op.replayed:
+            return channels.received(self._replay(op), model)
+        outcome = channels.wait_for_event(self, op, name, _timeout(timeout))
+        return channels.received(_raise_signal(outcome), model)
+
+    def emit_event(self, name: str, data: Any = None, *, source: str = "", type: str = "") -> int:
+        """Emit an event, once for this point of the workflow; return its id."""
+        op = self._begin("emit", name)
+        if op.replayed:
+            return int(self._replay(op))
+        return channels.emit_event(self, op, name, data, source, type)
+
+    def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
+        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
+        name = _topic(topic)
+        op = self._begin("recv", name, empty_name=True)
+        if op.replayed:
+            return self._replay(op).get("message")
+        return _raise_signal(channels.recv(self, op, name, _timeout(timeout))).get("message")
+
+    def set_value(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""
+        op = self._begin("value", key)
+        if not op.replayed:
+            channels.set_value(self, op, key, value)
+
+    def set_progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Publish the ``"progress"`` value: done, total, percent and message."""
+        self.set_value("progress", channels.progress(done, total, message))
+
+    def write_stream(self, key: str, value: Any) -> int:
+        """Append ``value`` to the stream ``key``; return its offset (0, 1, 2, ...)."""
+        op = self._begin("stream", key)
+        if op.replayed:
+            return int(self._replay(op))
+        return channels.write_stream(self, op, key, value)
+
+    def close_stream(self, key: str) -> None:
+        """Close the stream ``key``: readers that follow it stop."""
+        op = self._begin("close_stream", key)
+        if not op.replayed:
+            channels.write_stream(self, op, key, None, closes=True)
+
 
 class AsyncContext(BaseContext):
     """``ctx`` of an ``async def`` workflow: the same operations, awaited."""
 
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         # Database work runs in the worker thread that owns this run's connection.
-        return await sync_to_async(fn, thread_sensitive=True)(*args)
+        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
 
     async def step(
         self,
@@ -489,3 +600,56 @@ class AsyncContext(BaseContext):
         if op.replayed:
             return self._replay(op)
         return await self._db(self._complete, op, make(), 1, time.monotonic())
+
+    async def wait_for_event(
+        self, name: str, timeout: float | timedelta | None = None, model: Any = None
+    ) -> ReceivedEvent:
+        """Suspend until an event ``name`` exists and return it (see ``Context``)."""
+        op = self._begin("event", name)
+        if op.replayed:
+            return channels.received(self._replay(op), model)
+        outcome = await self._db(channels.wait_for_event, self, op, name, _timeout(timeout))
+        return channels.received(_raise_signal(outcome), model)
+
+    async def emit_event(
+        self, name: str, data: Any = None, *, source: str = "", type: str = ""
+    ) -> int:
+        """Emit an event, once for this point of the workflow; return its id."""
+        op = self._begin("emit", name)
+        if op.replayed:
+            return int(self._replay(op))
+        return int(await self._db(channels.emit_event, self, op, name, data, source, type))
+
+    async def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
+        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
+        name = _topic(topic)
+        op = self._begin("recv", name, empty_name=True)
+        if op.replayed:
+            return self._replay(op).get("message")
+        outcome = await self._db(channels.recv, self, op, name, _timeout(timeout))
+        return _raise_signal(outcome).get("message")
+
+    async def set_value(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""
+        op = self._begin("value", key)
+        if not op.replayed:
+            await self._db(channels.set_value, self, op, key, value)
+
+    async def set_progress(
+        self, done: float, total: float | None = None, message: str = ""
+    ) -> None:
+        """Publish the ``"progress"`` value: done, total, percent and message."""
+        await self.set_value("progress", channels.progress(done, total, message))
+
+    async def write_stream(self, key: str, value: Any) -> int:
+        """Append ``value`` to the stream ``key``; return its offset (0, 1, 2, ...)."""
+        op = self._begin("stream", key)
+        if op.replayed:
+            return int(self._replay(op))
+        return int(await self._db(channels.write_stream, self, op, key, value))
+
+    async def close_stream(self, key: str) -> None:
+        """Close the stream ``key``: readers that follow it stop."""
+        op = self._begin("close_stream", key)
+        if not op.replayed:
+            await self._db(channels.write_stream, self, op, key, None, closes=True)

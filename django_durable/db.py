@@ -133,7 +133,7 @@ class Result:
     rowcount: int
 
 
-def _run(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
+def execute(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
     """Execute ``sql``; on PostgreSQL as a server-side prepared statement.
 
     Planning these statements costs more than executing them (measured: a fenced
@@ -153,7 +153,7 @@ def _run(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
         return Result(list(rows), cursor.rowcount)
 
 
-def _notifying(d: Dialect, returning_sql: str, payload_sql: str, params: dict[str, Any]) -> str:
+def notifying(d: Dialect, returning_sql: str, payload_sql: str, params: dict[str, Any]) -> str:
     """Wrap ``UPDATE ... RETURNING`` so PostgreSQL notifies once per row, on commit."""
     params["channel"] = get_settings().NOTIFY_CHANNEL
     return (
@@ -204,7 +204,7 @@ def claim_runs(
         )
     else:
         sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
-    rows = _run(d, sql, params).rows
+    rows = execute(d, sql, params).rows
     local_now = timezone.now()
     claims = [
         Claim(
@@ -229,7 +229,7 @@ def claim_runs(
 def load_steps(run_id: uuid.UUID, *, alias: str | None = None) -> dict[int, StepRecord]:
     """Return every operation the run recorded, by position, in one query."""
     d = dialect(alias)
-    rows = _run(
+    rows = execute(
         d,
         "SELECT position, kind, name, status, result, error, attempts "
         "FROM durable_step WHERE run_id = %(run)s ORDER BY position",
@@ -253,7 +253,8 @@ def record_step(
 ) -> bool:
     """Write a checkpoint if the claim still holds the run; return whether it was written.
 
-    A ``retrying`` row at the same position is replaced; any other row there wins.
+    An unfinished row at the same position (``retrying``, ``waiting``) is replaced; a
+    finished one wins.
     """
     d = dialect(alias)
     params: dict[str, Any] = {
@@ -281,15 +282,15 @@ def record_step(
         "ON CONFLICT (run_id, position) DO UPDATE SET status = excluded.status, "
         "result = excluded.result, error = excluded.error, attempts = excluded.attempts, "
         "duration_ms = excluded.duration_ms, recorded_at = excluded.recorded_at "
-        "WHERE durable_step.status = 'retrying'"
+        "WHERE durable_step.status IN ('retrying', 'waiting')"
     )
-    return _run(d, sql, params).rowcount == 1
+    return execute(d, sql, params).rowcount == 1
 
 
 def delete_steps_from(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:
     """Delete the run's recorded operations at ``position`` and after; return how many."""
     d = dialect(alias)
-    return _run(
+    return execute(
         d,
         "DELETE FROM durable_step WHERE run_id = %(run)s AND position >= %(position)s",
         {"run": d.store_uuid(run_id), "position": position},
@@ -330,9 +331,9 @@ def update_claimed_run(
     )
     if d.pg and notify:
         payload = "'r:' || id::text" if notify == "run" else "'q:' || queue"
-        sql = _notifying(d, f"{sql} RETURNING id, queue", payload, params)
-        return len(_run(d, sql, params).rows) == 1
-    return _run(d, sql, params).rowcount == 1
+        sql = notifying(d, f"{sql} RETURNING id, queue", payload, params)
+        return len(execute(d, sql, params).rows) == 1
+    return execute(d, sql, params).rowcount == 1
 
 
 def released_values() -> dict[str, Any]:
@@ -353,8 +354,8 @@ def wake_due_runs(*, limit: int = 1000, alias: str | None = None) -> int:
         "ORDER BY wake_at LIMIT %(limit)s"
     )
     sets = (
-        "status = 'pending', available_at = wake_at, wake_at = NULL, waiting_for = '', "
-        f"updated_at = {now}"
+        "status = 'pending', available_at = wake_at, wake_at = NULL, wake_on = NULL, "
+        f"waiting_for = '', updated_at = {now}"
     )
     if d.pg:
         params["channel"] = get_settings().NOTIFY_CHANNEL
@@ -364,8 +365,8 @@ def wake_due_runs(*, limit: int = 1000, alias: str | None = None) -> int:
             "SELECT n, pg_notify(%(channel)s, 'q:' || queue) FROM "
             "(SELECT queue, count(*) AS n FROM woken GROUP BY queue) AS per_queue"
         )
-        return sum(int(row[0]) for row in _run(d, sql, params).rows)
-    return _run(d, f"UPDATE durable_run SET {sets} WHERE id IN ({pick})", params).rowcount
+        return sum(int(row[0]) for row in execute(d, sql, params).rows)
+    return execute(d, f"UPDATE durable_run SET {sets} WHERE id IN ({pick})", params).rowcount
 
 
 def recover_expired_runs(
@@ -399,7 +400,7 @@ def recover_expired_runs(
         )
     else:
         sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING id, status, queue"
-    rows = _run(d, sql, params).rows
+    rows = execute(d, sql, params).rows
     notify(
         [f"r:{d.read_uuid(r[0])}" if r[1] == RunStatus.FAILED else f"q:{r[2]}" for r in rows],
         alias=alias,
@@ -424,7 +425,7 @@ def extend_leases(
         f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
         f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) RETURNING id"
     )
-    return {d.read_uuid(row[0]) for row in _run(d, sql, params).rows}
+    return {d.read_uuid(row[0]) for row in execute(d, sql, params).rows}
 
 
 def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:
@@ -438,9 +439,9 @@ def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:
         "WHERE claimed_by = %(worker)s AND status = 'running'"
     )
     if d.pg:
-        sql = _notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
-        return len(_run(d, sql, params).rows)
-    return _run(d, sql, params).rowcount
+        sql = notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
+        return len(execute(d, sql, params).rows)
+    return execute(d, sql, params).rowcount
 
 
 def notify(payloads: Iterable[str], *, alias: str | None = None) -> None:
@@ -451,4 +452,5 @@ def notify(payloads: Iterable[str], *, alias: str | None = None) -> None:
         return
     params: dict[str, Any] = {"channel": get_settings().NOTIFY_CHANNEL}
     values = d.in_list("p", unique, params)
-    _run(d, f"SELECT pg_notify(%(channel)s, p) FROM unnest(ARRAY[{values}]::text[]) AS p", params)
+    sql = f"SELECT pg_notify(%(channel)s, p) FROM unnest(ARRAY[{values}]::text[]) AS p"
+    execute(d, sql, params)

@@ -57,6 +57,9 @@ class Outcome:
     wake_at: datetime | None = None
     reason: str = ""
     rewind_to: int | None = None
+    # A wait on an event or a message: what wakes the run (see SuspendRun).
+    wake_on: str | None = None
+    floor: int = 0
 
 
 def execute(
@@ -115,7 +118,13 @@ def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], A
             return _failed(ctx.fatal)
         if signal.release:
             return Outcome(kind="released", reason=signal.reason)
-        return Outcome(kind="suspended", wake_at=signal.wake_at, reason=signal.reason)
+        return Outcome(
+            kind="suspended",
+            wake_at=signal.wake_at,
+            reason=signal.reason,
+            wake_on=signal.wake_on,
+            floor=signal.floor,
+        )
     except CheckpointRejected as signal:
         return _failed(signal.error)
     except AbandonRun as signal:

@@ -96,6 +96,14 @@ class WorkflowFailed(DurableError):
         return str(self.error.get("traceback", ""))
 
 
+class EventTimeout(DurableError, TimeoutError):
+    """No event arrived before the wait's timeout."""
+
+
+class EventDataInvalid(DurableError, ValueError):
+    """An event's data does not match the model the workflow expects."""
+
+
 class WorkflowTimedOut(DurableError, TimeoutError):
     """The run passed the deadline set by its workflow's ``timeout``."""
 
@@ -128,9 +136,19 @@ class SuspendRun(BaseException):
     """
 
     def __init__(
-        self, reason: str, *, wake_at: datetime | None = None, release: bool = False
+        self,
+        reason: str,
+        *,
+        wake_at: datetime | None = None,
+        release: bool = False,
+        wake_on: str | None = None,
+        floor: int = 0,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wake_at = wake_at
         self.release = release
+        # "e:<event name>" or "m:<topic>": what wakes the run before ``wake_at``; for
+        # events, only an emission newer than ``floor`` (an event id) counts.
+        self.wake_on = wake_on
+        self.floor = floor

@@ -16,7 +16,18 @@ from django.utils.translation import gettext_lazy as _
 from . import serialization
 from .statuses import RunStatus, StepStatus
 
-__all__ = ["Run", "RunStatus", "Step", "StepStatus", "WorkerProcess", "uuid7"]
+__all__ = [
+    "Event",
+    "Message",
+    "Run",
+    "RunStatus",
+    "RunValue",
+    "Step",
+    "StepStatus",
+    "StreamItem",
+    "WorkerProcess",
+    "uuid7",
+]
 
 
 def uuid7() -> uuid.UUID:
@@ -92,6 +103,8 @@ class Run(models.Model):
     wake_at = models.DateTimeField(null=True, blank=True)
     # What a waiting run waits for, for people: "sleep", "retry of step 'charge'", ...
     waiting_for = models.CharField(max_length=255, blank=True, default="")
+    # What wakes a waiting run, for the code: "e:<event name>" or "m:<message topic>".
+    wake_on = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
     # The run fails with WorkflowTimedOut if it is not finished by then.
     deadline_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -114,6 +127,10 @@ class Run(models.Model):
             ),
             models.Index(
                 fields=("wake_at",), condition=Q(status="waiting"), name="durable_run_wake"
+            ),
+            # Emitting an event finds its waiters here.
+            models.Index(
+                fields=("wake_on",), condition=Q(status="waiting"), name="durable_run_wake_on"
             ),
             models.Index(
                 fields=("lease_expires_at",),
@@ -199,3 +216,120 @@ class WorkerProcess(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid}"
+
+
+class Event(models.Model):
+    """An emitted event: kept, so that a run that waits later still receives it."""
+
+    id = models.BigAutoField(primary_key=True)  # emission order
+    name = models.CharField(max_length=200)
+    data = models.JSONField(null=True, blank=True)
+    source = models.CharField(max_length=255, blank=True, default="")
+    type = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    # The run that emitted it with ctx.emit_event(), if one did.
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="emitted_events"
+    )
+
+    class Meta:
+        db_table = "durable_event"
+        ordering = ("-id",)
+        indexes = (models.Index(fields=("name", "-id"), name="durable_event_name"),)
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.id}"
+
+    def get_data(self) -> Any:
+        """Return the decoded payload."""
+        return serialization.from_document(self.data)
+
+
+class Message(models.Model):
+    """A message sent to a run; ``recv`` takes each exactly once, oldest first per topic."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="messages")
+    # "" when sent without a topic.
+    topic = models.CharField(max_length=200, blank=True, default="")
+    data = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    created_at = models.DateTimeField(default=timezone.now)
+    consumed_at = models.DateTimeField(null=True, blank=True)
+    # The position of the recv that took it.
+    consumed_position = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "durable_message"
+        ordering = ("run", "id")
+        constraints = (
+            models.UniqueConstraint(
+                fields=("run", "idempotency_key"),
+                condition=Q(idempotency_key__isnull=False),
+                name="durable_message_idempotency",
+            ),
+        )
+        indexes = (
+            models.Index(
+                fields=("run", "topic", "id"),
+                condition=Q(consumed_at__isnull=True),
+                name="durable_message_pending",
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"message #{self.id} to {self.run_id} ({self.topic or 'no topic'})"
+
+    def get_data(self) -> Any:
+        """Return the decoded message."""
+        return serialization.from_document(self.data)
+
+
+class RunValue(models.Model):
+    """A value a run published with ``ctx.set_value``; the newest per key is current."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="values")
+    key = models.CharField(max_length=200)
+    value = models.JSONField(null=True, blank=True)
+    position = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "durable_value"
+        ordering = ("run", "key", "id")
+        indexes = (models.Index(fields=("run", "key", "-id"), name="durable_value_latest"),)
+
+    def __str__(self) -> str:
+        return f"{self.key} of {self.run_id}"
+
+    def get_value(self) -> Any:
+        """Return the decoded value."""
+        return serialization.from_document(self.value)
+
+
+class StreamItem(models.Model):
+    """An item of a run's stream; offsets are dense per (run, key). A closing row ends it."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="stream_items")
+    key = models.CharField(max_length=200)
+    offset = models.PositiveIntegerField()
+    value = models.JSONField(null=True, blank=True)
+    # The row written by ctx.close_stream(): no value, the offset after the last item.
+    closes = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "durable_stream"
+        ordering = ("run", "key", "offset")
+        constraints = (
+            models.UniqueConstraint(fields=("run", "key", "offset"), name="durable_stream_offset"),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.key}[{self.offset}] of {self.run_id}"
+
+    def get_value(self) -> Any:
+        """Return the decoded item."""
+        return serialization.from_document(self.value)

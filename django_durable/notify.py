@@ -15,7 +15,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from django.db import connections
 from psycopg import sql
@@ -143,6 +143,77 @@ def stop_listeners() -> None:
         listener.stop()
 
 
+class Waiter:
+    """Sleeps until one of ``keys`` is notified, or a poll is due; use it as a context.
+
+    While the listener is connected a notification ends the sleep and the poll is a slow
+    safety net (POLL_INTERVAL); otherwise (SQLite, listener down) it polls, backing off
+    from 20 ms to POLL_INTERVAL.
+    """
+
+    def __init__(self, keys: Iterable[str], *, alias: str | None = None) -> None:
+        self.keys = list(keys)
+        self.poll = get_settings().POLL_INTERVAL
+        self.listener = get_listener(alias)
+        self.event = threading.Event()
+        self.interval = min(0.02, self.poll)
+
+    def __enter__(self) -> Self:
+        if self.listener is not None:
+            self.listener.subscribe(self.keys, self._notified)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.listener is not None:
+            self.listener.unsubscribe(self.keys, self._notified)
+
+    def _notified(self) -> None:  # called from the listener's thread
+        self.event.set()
+
+    def pause(self) -> float:
+        """Return how long the next sleep may last."""
+        listening = self.listener is not None and self.listener.connected.is_set()
+        return self.poll if listening else self.interval
+
+    def sleep(self, limit: float | None = None) -> None:
+        """Sleep until notified, the next poll, or ``limit`` seconds; then re-arm."""
+        pause = self.pause()
+        self.event.wait(pause if limit is None else min(pause, limit))
+        self.event.clear()
+        self.interval = min(self.interval * 1.5, self.poll)
+
+
+class AsyncWaiter(Waiter):
+    """Async twin of :class:`Waiter`: sleeps on the event loop, holding no thread."""
+
+    def __init__(self, keys: Iterable[str], *, alias: str | None = None) -> None:
+        super().__init__(keys, alias=alias)
+        self.loop = asyncio.get_running_loop()
+        self.async_event = asyncio.Event()
+
+    def _notified(self) -> None:  # called from the listener's thread
+        self.loop.call_soon_threadsafe(self.async_event.set)
+
+    async def asleep(self, limit: float | None = None) -> None:
+        """Sleep until notified, the next poll, or ``limit`` seconds; then re-arm."""
+        pause = self.pause()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                self.async_event.wait(), pause if limit is None else min(pause, limit)
+            )
+        self.async_event.clear()
+        self.interval = min(self.interval * 1.5, self.poll)
+
+
+def _remaining(deadline: float | None, timeout: float | None) -> float | None:
+    if deadline is None:
+        return None
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
+    return remaining
+
+
 def wait_until(
     check: Callable[[], T | None],
     *,
@@ -154,30 +225,13 @@ def wait_until(
 
     Raises ``TimeoutError`` after ``timeout`` seconds (``None``: wait forever).
     """
-    keys = list(keys)
-    poll = get_settings().POLL_INTERVAL
-    listener = get_listener(alias)
-    event = threading.Event()
-    if listener is not None:
-        listener.subscribe(keys, event.set)
     deadline = None if timeout is None else time.monotonic() + timeout
-    interval = min(0.02, poll)
-    try:
+    with Waiter(keys, alias=alias) as waiter:
         while True:
-            event.clear()
             result = check()
             if result is not None:
                 return result
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
-            # Notified waits need only a slow safety poll; unnotified ones back off.
-            pause = poll if listener is not None and listener.connected.is_set() else interval
-            event.wait(pause if remaining is None else min(pause, remaining))
-            interval = min(interval * 1.5, poll)
-    finally:
-        if listener is not None:
-            listener.unsubscribe(keys, event.set)
+            waiter.sleep(_remaining(deadline, timeout))
 
 
 async def await_until(
@@ -188,34 +242,10 @@ async def await_until(
     alias: str | None = None,
 ) -> T:
     """Async twin of :func:`wait_until`: waits on the event loop, holding no thread."""
-    keys = list(keys)
-    poll = get_settings().POLL_INTERVAL
-    listener = get_listener(alias)
-    loop = asyncio.get_running_loop()
-    event = asyncio.Event()
-
-    def notified() -> None:  # called from the listener's thread
-        loop.call_soon_threadsafe(event.set)
-
-    if listener is not None:
-        listener.subscribe(keys, notified)
-    deadline = None if timeout is None else loop.time() + timeout
-    interval = min(0.02, poll)
-    try:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with AsyncWaiter(keys, alias=alias) as waiter:
         while True:
-            event.clear()
             result = await check()
             if result is not None:
                 return result
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"Gave up waiting after {timeout} seconds.")
-            pause = poll if listener is not None and listener.connected.is_set() else interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    event.wait(), pause if remaining is None else min(pause, remaining)
-                )
-            interval = min(interval * 1.5, poll)
-    finally:
-        if listener is not None:
-            listener.unsubscribe(keys, notified)
+            await waiter.asleep(_remaining(deadline, timeout))

@@ -37,3 +37,11 @@ class StepStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
     # Failed and waits to be attempted again; ``attempts`` counts the tries so far.
     RETRYING = "retrying", _("Retrying")
+    # A wait (event, message) that was reached but not satisfied yet; ``result`` holds
+    # its deadline, so a timeout counts from the first time the run got there.
+    WAITING = "waiting", _("Waiting")
+
+    @classmethod
+    def unfinished(cls) -> frozenset[StepStatus]:
+        """Return the statuses a record at a position may still move on from."""
+        return frozenset({cls.RETRYING, cls.WAITING})

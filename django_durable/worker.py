@@ -30,7 +30,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import db, engine, serialization
+from . import db, db_channels, engine, serialization
 from .conf import get_settings
 from .exceptions import LeaseLost, SuspendRun
 from .models import RunStatus, WorkerProcess
@@ -191,7 +191,7 @@ class Worker:
 
     def _store(self, claim: db.Claim, outcome: engine.Outcome) -> None:
         """Write the outcome with a fenced update (and delete rewound records)."""
-        ended = {**db.released_values(), "wake_at": None, "waiting_for": ""}
+        ended = {**db.released_values(), "wake_at": None, "wake_on": None, "waiting_for": ""}
         kind = outcome.kind
         if kind == "abandoned":
             self._give_up(claim)
@@ -235,6 +235,8 @@ class Worker:
             values.update(status=RunStatus.PENDING, available_at=wake_at)
         else:
             values.update(status=RunStatus.WAITING, wake_at=wake_at)
+        if outcome.wake_on is not None and not due:
+            return self._suspend_waiting(claim, values, outcome)
         with transaction.atomic(using=self.alias):
             stored = db.update_claimed_run(
                 claim, values, notify="queue" if due else None, alias=self.alias
@@ -244,6 +246,21 @@ class Worker:
         if stored and wake_at is not None and not due:
             self._hint_wake(wake_at)
         return stored
+
+    def _suspend_waiting(
+        self, claim: db.Claim, values: dict[str, Any], outcome: engine.Outcome
+    ) -> bool:
+        """Suspend on an event or message, unless it arrived while the run got here."""
+        assert outcome.wake_on is not None
+        waiting = db_channels.suspend_waiting(
+            claim, values, wake_on=outcome.wake_on, floor=outcome.floor, alias=self.alias
+        )
+        if waiting is None:  # it arrived: the run is pending again, claim it soon
+            self._hint_wake(self._db_now())
+            return True
+        if waiting and outcome.wake_at is not None:
+            self._hint_wake(outcome.wake_at)
+        return waiting
 
     def _db_now(self) -> datetime:
         return timezone.now() + self._db_offset

@@ -89,6 +89,8 @@ STATIC_URL = "/static/"
 DJANGO_DURABLE = {
     "POLL_INTERVAL": 0.1,
     "LEASE_SECONDS": 10,
+    # A test overrides it in one worker to lose every notification on purpose.
+    "NOTIFY_CHANNEL": os.environ.get("DURABLE_TEST_NOTIFY_CHANNEL", "django_durable"),
 }
 
 LOGGING = {

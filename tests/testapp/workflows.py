@@ -282,3 +282,118 @@ def retry_after_handled_failure(ctx: durable.Context) -> str:
 
     ctx.step("flaky", flaky)
     return "done"
+
+
+# --- talking to runs ---------------------------------------------------------------------
+
+
+@durable.workflow(name="tests.waits_event")
+def waits_event(ctx: durable.Context, name: str, timeout: float | None = None) -> dict:
+    executed(ctx.run_id, "before-wait")  # counts executions of the workflow body
+    event = ctx.wait_for_event(name, timeout=timeout)
+    return {
+        "id": event.id,
+        "name": event.name,
+        "data": event.data,
+        "source": event.source,
+        "type": event.type,
+        "time": event.time,
+    }
+
+
+@durable.workflow(name="tests.event_timeout")
+def event_timeout(ctx: durable.Context, name: str, timeout: float) -> str:
+    try:
+        ctx.wait_for_event(name, timeout=timeout)
+    except durable.EventTimeout:
+        ctx.step("after-timeout", lambda: 1)
+        ctx.sleep(0.3)  # replayed after this: the timeout must replay as a timeout
+        return "timed out"
+    return "received"
+
+
+@durable.workflow(name="tests.waits_twice")
+def waits_twice(ctx: durable.Context, name: str) -> list:
+    first = ctx.wait_for_event(name)
+    second = ctx.wait_for_event(name)
+    return [first.data, second.data]
+
+
+@durable.workflow(name="tests.emits")
+def emits(ctx: durable.Context, name: str) -> int:
+    event_id = ctx.emit_event(name, {"from": ctx.run_id}, source="tests", type="demo")
+    ctx.sleep(0.05)
+    return event_id
+
+
+@durable.workflow(name="tests.receives")
+def receives(
+    ctx: durable.Context, count: int, topic: str | None = None, timeout: float | None = None
+) -> list:
+    received = [ctx.recv(topic, timeout=timeout) for _ in range(count)]
+    ctx.sleep(0.05)  # replayed: the messages must come from the records, not be taken again
+    return received
+
+
+@durable.workflow(name="tests.recv_timeout")
+def recv_timeout(ctx: durable.Context, timeout: float) -> list:
+    first = ctx.recv("late", timeout=timeout)
+    ctx.sleep(0.3)
+    return [first]
+
+
+@durable.workflow(name="tests.typed_event")
+def typed_event(ctx: durable.Context, name: str) -> dict:
+    from .payloads import Payment
+
+    event = ctx.wait_for_event(name, model=Payment)
+    return {"amount": event.data.amount, "currency": event.data.currency}
+
+
+@durable.workflow(name="tests.publishes")
+def publishes(ctx: durable.Context, count: int, pause: float = 0.0) -> str:
+    for index in range(count):
+        ctx.set_progress(index + 1, count, f"item {index}")
+        ctx.set_value("last", {"index": index})
+        time.sleep(pause)
+    ctx.sleep(0.05)
+    return "published"
+
+
+@durable.workflow(name="tests.streams")
+def streams(ctx: durable.Context, count: int, pause: float = 0.0, close: bool = True) -> int:
+    for index in range(count):
+        ctx.write_stream("out", {"index": index})
+        time.sleep(pause)
+    if close:
+        ctx.close_stream("out")
+    ctx.sleep(0.05)
+    return count
+
+
+@durable.workflow(name="tests.slow_stream")
+def slow_stream(ctx: durable.Context, count: int, pause: float) -> int:
+    """A step between items, so a kill lands between (or inside) them."""
+    for index in range(count):
+        ctx.step(f"work-{index}", lambda index=index: (time.sleep(pause), index)[1])
+        ctx.write_stream("out", index)
+    ctx.close_stream("out")
+    return count
+
+
+@durable.workflow(name="tests.write_after_close")
+def write_after_close(ctx: durable.Context) -> None:
+    ctx.write_stream("out", 1)
+    ctx.close_stream("out")
+    ctx.write_stream("out", 2)
+
+
+@durable.workflow(name="tests.async_channels")
+async def async_channels(ctx: durable.AsyncContext, name: str) -> dict:
+    event = await ctx.wait_for_event(name)
+    message = await ctx.recv("go")
+    await ctx.set_progress(1, 2, "half")
+    offset = await ctx.write_stream("out", message)
+    await ctx.close_stream("out")
+    emitted = await ctx.emit_event(f"{name}:done", {"ok": True})
+    return {"event": event.data, "message": message, "offset": offset, "emitted": emitted}

@@ -1,0 +1,318 @@
+"""The SQL of events, messages, values and streams, and of suspending a run on a wait.
+
+No wake-up can be lost between a run deciding to wait and something arriving:
+
+- events: the emitter and a run suspending on that name take the same PostgreSQL advisory
+  lock (per name), so one of them always sees the other's committed row;
+- messages: the sender locks the run row before inserting, and a suspending run updates
+  its own row before checking for messages, so they serialise on that row.
+
+SQLite runs one writing transaction at a time, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from .conf import get_settings
+from .db import Claim, Dialect, dialect, execute, notifying, update_claimed_run
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventRow:
+    """An emitted event as stored."""
+
+    id: int
+    name: str
+    data: str | None
+    source: str
+    type: str
+    time: datetime
+
+
+def _lock_event_name(d: Dialect, name: str) -> None:
+    """Serialise, per event name, emitters with runs that suspend waiting for it."""
+    if d.pg:
+        execute(
+            d,
+            "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
+            {"key": f"django_durable:e:{name}"},
+        )
+
+
+def _wake_sql(d: Dialect, where: str, params: dict[str, Any]) -> str:
+    """Return SQL that makes matching waiting runs pending and notifies their queues."""
+    sql = (
+        "UPDATE durable_run SET status = 'pending', wake_on = NULL, wake_at = NULL, "
+        f"waiting_for = '', available_at = {d.now(params)}, updated_at = {d.now(params)} "
+        f"WHERE status = 'waiting' AND {where}"
+    )
+    if d.pg:
+        return notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
+    return sql
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+def insert_event(
+    name: str,
+    data: str | None,
+    *,
+    source: str = "",
+    type: str = "",
+    run_id: uuid.UUID | None = None,
+    alias: str | None = None,
+) -> int:
+    """Store an event and wake the runs waiting for it; return its id.
+
+    Runs in the caller's transaction: nothing is visible, and nobody is woken, until it
+    commits.
+    """
+    d = dialect(alias)
+    with transaction.atomic(using=d.connection.alias):
+        _lock_event_name(d, name)
+        params: dict[str, Any] = {
+            "name": name,
+            "data": data,
+            "source": source,
+            "type": type,
+            "run": None if run_id is None else d.store_uuid(run_id),
+        }
+        [(event_id,)] = execute(
+            d,
+            "INSERT INTO durable_event (name, data, source, type, run_id, created_at) "
+            f"VALUES (%(name)s, {d.param('data', 'jsonb')}, %(source)s, %(type)s, %(run)s, "
+            f"{d.now(params)}) RETURNING id",
+            params,
+        ).rows
+        wake: dict[str, Any] = {"wake_on": f"e:{name}"}
+        execute(d, _wake_sql(d, "wake_on = %(wake_on)s", wake), wake)
+    return int(event_id)
+
+
+def latest_event(name: str, after: int, *, alias: str | None = None) -> EventRow | None:
+    """Return the newest event named ``name`` with an id above ``after``, if any."""
+    d = dialect(alias)
+    rows = execute(
+        d,
+        "SELECT id, name, data, source, type, created_at FROM durable_event "
+        "WHERE name = %(name)s AND id > %(after)s ORDER BY id DESC LIMIT 1",
+        {"name": name, "after": after},
+    ).rows
+    if not rows:
+        return None
+    row = rows[0]
+    time = d.read_datetime(row[5])
+    assert time is not None
+    return EventRow(int(row[0]), row[1], row[2], row[3], row[4], time)
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def insert_message(
+    run_id: uuid.UUID,
+    topic: str,
+    data: str | None,
+    *,
+    idempotency_key: str | None = None,
+    alias: str | None = None,
+) -> int | None:
+    """Store a message for a run and wake it if it waits on ``topic``; return the id.
+
+    Returns ``None`` if the run does not exist. The same idempotency key stores one
+    message (the id of the first is returned).
+    """
+    d = dialect(alias)
+    run = d.store_uuid(run_id)
+    with transaction.atomic(using=d.connection.alias):
+        lock = " FOR NO KEY UPDATE" if d.pg else ""
+        found = execute(d, f"SELECT id FROM durable_run WHERE id = %(run)s{lock}", {"run": run})
+        if not found.rows:
+            return None
+        params: dict[str, Any] = {"run": run, "topic": topic, "data": data, "key": idempotency_key}
+        inserted = execute(
+            d,
+            "INSERT INTO durable_message (run_id, topic, data, idempotency_key, created_at) "
+            f"VALUES (%(run)s, %(topic)s, {d.param('data', 'jsonb')}, %(key)s, "
+            f"{d.now(params)}) ON CONFLICT (run_id, idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+            params,
+        ).rows
+        if not inserted:  # the key was used: the first message stands
+            [(message_id,)] = execute(
+                d,
+                "SELECT id FROM durable_message WHERE run_id = %(run)s AND "
+                "idempotency_key = %(key)s",
+                params,
+            ).rows
+            return int(message_id)
+        wake: dict[str, Any] = {"run": run, "wake_on": f"m:{topic}"}
+        execute(d, _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", wake), wake)
+    return int(inserted[0][0])
+
+
+def take_message(
+    claim: Claim, topic: str, position: int, *, alias: str | None = None
+) -> tuple[int, str | None] | None:
+    """Mark the oldest unconsumed message on ``topic`` consumed at ``position``.
+
+    Call it inside the transaction that writes the checkpoint of the ``recv``: if that
+    write is refused (the lease was lost), the message stays unconsumed.
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "topic": topic}
+    rows = execute(
+        d,
+        "SELECT id, data FROM durable_message WHERE run_id = %(run)s AND topic = %(topic)s "
+        f"AND consumed_at IS NULL ORDER BY id LIMIT 1{' FOR UPDATE' if d.pg else ''}",
+        params,
+    ).rows
+    if not rows:
+        return None
+    message_id, data = int(rows[0][0]), rows[0][1]
+    update: dict[str, Any] = {"id": message_id, "position": position}
+    execute(
+        d,
+        f"UPDATE durable_message SET consumed_at = {d.now(update)}, "
+        "consumed_position = %(position)s WHERE id = %(id)s",
+        update,
+    )
+    return message_id, data
+
+
+def _has_message(d: Dialect, run_id: uuid.UUID, topic: str) -> bool:
+    return bool(
+        execute(
+            d,
+            "SELECT 1 FROM durable_message WHERE run_id = %(run)s AND topic = %(topic)s "
+            "AND consumed_at IS NULL LIMIT 1",
+            {"run": d.store_uuid(run_id), "topic": topic},
+        ).rows
+    )
+
+
+# --- values and streams ----------------------------------------------------------------
+
+
+def insert_value(
+    claim: Claim, key: str, value: str, position: int, *, alias: str | None = None
+) -> None:
+    """Store a value the run published (in the transaction of its checkpoint)."""
+    d = dialect(alias)
+    params: dict[str, Any] = {
+        "run": d.store_uuid(claim.run_id),
+        "key": key,
+        "value": value,
+        "position": position,
+    }
+    execute(
+        d,
+        "INSERT INTO durable_value (run_id, key, value, position, created_at) VALUES "
+        f"(%(run)s, %(key)s, {d.param('value', 'jsonb')}, %(position)s, {d.now(params)})",
+        params,
+    )
+    _notify_change(d, f"v:{claim.run_id}")
+
+
+def stream_closed(run_id: uuid.UUID, key: str, *, alias: str | None = None) -> bool:
+    """Return whether the run closed stream ``key``."""
+    d = dialect(alias)
+    return bool(
+        execute(
+            d,
+            "SELECT 1 FROM durable_stream WHERE run_id = %(run)s AND key = %(key)s "
+            "AND closes LIMIT 1",
+            {"run": d.store_uuid(run_id), "key": key},
+        ).rows
+    )
+
+
+def next_stream_offset(claim: Claim, key: str, *, alias: str | None = None) -> int:
+    """Return the offset the next item of the stream takes."""
+    d = dialect(alias)
+    rows = execute(
+        d,
+        'SELECT COALESCE(MAX("offset") + 1, 0) FROM durable_stream '
+        "WHERE run_id = %(run)s AND key = %(key)s",
+        {"run": d.store_uuid(claim.run_id), "key": key},
+    ).rows
+    return int(rows[0][0])
+
+
+def insert_stream_item(
+    claim: Claim,
+    key: str,
+    offset: int,
+    value: str | None,
+    *,
+    closes: bool = False,
+    alias: str | None = None,
+) -> None:
+    """Store a stream item (or the row that closes the stream), in its checkpoint's transaction."""
+    d = dialect(alias)
+    params: dict[str, Any] = {
+        "run": d.store_uuid(claim.run_id),
+        "key": key,
+        "offset": offset,
+        "value": value,
+        "closes": closes,
+    }
+    execute(
+        d,
+        'INSERT INTO durable_stream (run_id, key, "offset", value, closes, created_at) VALUES '
+        f"(%(run)s, %(key)s, %(offset)s, {d.param('value', 'jsonb')}, %(closes)s, "
+        f"{d.now(params)})",
+        params,
+    )
+    _notify_change(d, f"s:{claim.run_id}")
+
+
+def _notify_change(d: Dialect, payload: str) -> None:
+    if d.pg:
+        execute(
+            d,
+            "SELECT pg_notify(%(channel)s, %(payload)s)",
+            {"channel": get_settings().NOTIFY_CHANNEL, "payload": payload},
+        )
+
+
+# --- suspending on a wait --------------------------------------------------------------
+
+
+def suspend_waiting(
+    claim: Claim,
+    values: dict[str, Any],
+    *,
+    wake_on: str,
+    floor: int = 0,
+    alias: str | None = None,
+) -> bool | None:
+    """Suspend a claimed run until ``wake_on`` arrives, unless it already has.
+
+    ``values`` are the columns of the waiting run. Returns ``True`` if the run now waits,
+    ``None`` if what it waits for arrived meanwhile (the run is pending again, to be
+    replayed at once), ``False`` if this worker no longer held the run.
+    """
+    d = dialect(alias)
+    kind, _, name = wake_on.partition(":")
+    with transaction.atomic(using=d.connection.alias):
+        if kind == "e":
+            _lock_event_name(d, name)
+        if not update_claimed_run(claim, {**values, "wake_on": wake_on}, alias=alias):
+            return False
+        if kind == "e":
+            arrived = latest_event(name, floor, alias=alias) is not None
+        else:
+            arrived = _has_message(d, claim.run_id, name)
+        if not arrived:
+            return True
+        wake: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "wake_on": wake_on}
+        execute(d, _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", wake), wake)
+    return None
