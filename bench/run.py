@@ -1,9 +1,12 @@
-"""`make bench`: django-durable's throughput on PostgreSQL, written to bench/results/.
+"""`make bench`: django-durable's speed on PostgreSQL, written to bench/results/.
 
 W1: 200 runs x 10 trivial steps, one worker process.  W2: 2000 runs x 1 step.
-Each workload is repeated (median, min-max). The worker is started and registered
-before the runs are enqueued in one transaction; the clock runs from that commit to
-the last run's finished_at.
+Each is repeated (median, min-max). The worker is started and registered before the
+runs are enqueued in one transaction; the clock runs from that commit to the last
+run's finished_at.
+W3: a run waits in recv; the time from send() to the client seeing the run complete,
+50 times (median, p95).  W4: one run writes 1,000 stream items that a client follows;
+items/s written (by the run) and read (by the client).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def truncate() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE durable_step, durable_run, durable_worker")
+        cursor.execute("TRUNCATE durable_run, durable_worker CASCADE")
         cursor.execute("VACUUM ANALYZE durable_run")
         cursor.execute("VACUUM ANALYZE durable_step")
 
@@ -113,6 +116,67 @@ def measure(workflow: str, runs: int, steps: int, concurrency: int) -> dict:
     return {"seconds": elapsed, "runs_per_s": runs / elapsed, "steps_per_s": runs * steps / elapsed}
 
 
+def latency_w3(repetitions: int = 50) -> dict:
+    """Message wake-up latency: send() to the client seeing the result."""
+    import django_durable as durable
+    from django_durable.models import Run
+
+    truncate()
+    worker = start_worker(4)
+    samples = []
+    try:
+        for _ in range(repetitions):
+            handle = durable.start("bench.wait_message")
+            deadline = time.monotonic() + 30
+            while Run.objects.filter(pk=handle.id, status="waiting").count() == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the run did not reach its recv")
+                time.sleep(0.005)
+            time.sleep(0.02)  # the worker is idle again, listening
+            started = time.perf_counter()
+            durable.send(handle.id, "go", topic="go")
+            handle.result(timeout=30)
+            samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    samples.sort()
+    return {
+        "repetitions": repetitions,
+        "median_ms": statistics.median(samples),
+        "p95_ms": samples[int(len(samples) * 0.95) - 1],
+        "min_ms": samples[0],
+        "max_ms": samples[-1],
+    }
+
+
+def stream_w4(items: int = 1000) -> dict:
+    """Stream throughput: a run writes ``items``; a client follows them as they commit."""
+    import django_durable as durable
+    from django_durable.models import Run
+
+    truncate()
+    worker = start_worker(4)
+    try:
+        started = time.perf_counter()
+        handle = durable.start("bench.stream_writer", kwargs={"items": items})
+        received = sum(1 for _ in durable.read_stream(handle.id, "out", follow=True))
+        read_seconds = time.perf_counter() - started
+        handle.result(timeout=60)
+        run = Run.objects.get(pk=handle.id)
+        write_seconds = (run.finished_at - run.started_at).total_seconds()
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    if received != items:
+        raise RuntimeError(f"the client read {received} of {items} items")
+    return {
+        "items": items,
+        "written_per_s": items / write_seconds,
+        "read_per_s": items / read_seconds,
+    }
+
+
 WORKLOADS = {
     "W1": {"workflow": "bench.ten_steps", "runs": 200, "steps": 10},
     "W2": {"workflow": "bench.one_step", "runs": 2000, "steps": 1},
@@ -123,12 +187,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--only", choices=sorted(WORKLOADS), action="append")
+    parser.add_argument("--only", choices=[*sorted(WORKLOADS), "W3", "W4"], action="append")
     args = parser.parse_args()
     fresh_database()
     setup_django()
     results: dict[str, dict] = {}
-    for name in args.only or sorted(WORKLOADS):
+    chosen = args.only or [*sorted(WORKLOADS), "W3", "W4"]
+    for name in [n for n in chosen if n in WORKLOADS]:
         spec = WORKLOADS[name]
         samples = [
             measure(spec["workflow"], spec["runs"], spec["steps"], args.concurrency)
@@ -149,6 +214,22 @@ def main() -> None:
             f"{summary['steps_per_s']['median']:.0f} steps/s "
             f"(min {summary['steps_per_s']['min']:.0f}, max {summary['steps_per_s']['max']:.0f})",
             flush=True,
+        )
+    if "W3" in chosen:
+        results["W3"] = latency_w3()
+        w3 = results["W3"]
+        print(f"W3: message wake-up {w3['median_ms']:.1f} ms median, {w3['p95_ms']:.1f} ms p95")
+    if "W4" in chosen:
+        runs = [stream_w4() for _ in range(args.repeat)]
+        results["W4"] = {
+            "items": 1000,
+            "written_per_s": statistics.median(r["written_per_s"] for r in runs),
+            "read_per_s": statistics.median(r["read_per_s"] for r in runs),
+        }
+        w4 = results["W4"]
+        print(
+            f"W4: 1000 stream items: {w4['written_per_s']:.0f} written/s, "
+            f"{w4['read_per_s']:.0f} read/s (median of {args.repeat})"
         )
     write(results, args)
 
@@ -171,11 +252,28 @@ def write(results: dict, args: argparse.Namespace) -> None:
         "|---|---|---|---|---|",
     ]
     for name, r in results.items():
+        if name not in WORKLOADS:
+            continue
         lines.append(
             f"| {name} | {r['runs']} x {r['steps']} | {r['runs_per_s']['median']:.0f} | "
             f"{r['steps_per_s']['median']:.0f} | "
             f"{r['steps_per_s']['min']:.0f}-{r['steps_per_s']['max']:.0f} |"
         )
+    if "W3" in results:
+        w3 = results["W3"]
+        lines += [
+            "",
+            f"W3 message wake-up latency ({w3['repetitions']} sends): median "
+            f"{w3['median_ms']:.1f} ms, p95 {w3['p95_ms']:.1f} ms "
+            f"(min {w3['min_ms']:.1f}, max {w3['max_ms']:.1f})",
+        ]
+    if "W4" in results:
+        w4 = results["W4"]
+        lines += [
+            "",
+            f"W4 stream of {w4['items']} items: {w4['written_per_s']:.0f} written/s, "
+            f"{w4['read_per_s']:.0f} read/s by a following client",
+        ]
     (RESULTS / "latest.md").write_text("\n".join(lines) + "\n")
     print(f"Results written to {RESULTS}/latest.json and latest.md")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from . import db_channels, serialization
+from .db import Row
 from .exceptions import DurableError, EventDataInvalid, EventTimeout
 from .statuses import StepStatus
 
@@ -189,24 +190,38 @@ def recv(
 
 
 def set_value(ctx: BaseContext, op: Operation, key: str, value: Any) -> None:
-    """Publish ``value`` under ``key`` once for this position."""
+    """Publish ``value`` under ``key`` once for this position (written with its checkpoint)."""
     text = serialization.dumps(value, what=f"Value {key!r}")
-    with transaction.atomic(using=ctx.alias):
-        ctx.complete(op, None)  # fenced first: a worker that lost the run writes nothing
-        db_channels.insert_value(ctx.claim, key, text, op.position, alias=ctx.alias)
+    row = Row(
+        "durable_value",
+        {"key": key, "value": text, "position": op.position},
+        json=frozenset({"value"}),
+        notify=f"v:{ctx.run_id}",
+    )
+    ctx.complete(op, None, row=row)
 
 
 def write_stream(
     ctx: BaseContext, op: Operation, key: str, value: Any, *, closes: bool = False
 ) -> int:
-    """Append ``value`` to stream ``key`` (or close it) once; return the offset used."""
+    """Append ``value`` to stream ``key`` (or close it) once; return the offset used.
+
+    The run is the stream's only writer and its records say where the stream stands, so
+    the offset needs no query; the item is written with the checkpoint, or not at all.
+    """
+    cursor = ctx.stream_cursor(key)
+    if cursor.closed:
+        raise DurableError(f"Stream {key!r} of run {ctx.run_id} is closed.")
     text = None if closes else serialization.dumps(value, what=f"An item of stream {key!r}")
-    with transaction.atomic(using=ctx.alias):
-        offset = db_channels.next_stream_offset(ctx.claim, key, alias=ctx.alias)
-        if db_channels.stream_closed(ctx.claim.run_id, key, alias=ctx.alias):
-            raise DurableError(f"Stream {key!r} of run {ctx.run_id} is closed.")
-        ctx.complete(op, offset)  # fenced first, then the item: offsets stay dense
-        db_channels.insert_stream_item(ctx.claim, key, offset, text, closes=closes, alias=ctx.alias)
+    offset = cursor.next_offset
+    row = Row(
+        "durable_stream",
+        {"key": key, "offset": offset, "value": text, "closes": closes},
+        json=frozenset({"value"}),
+        notify=f"s:{ctx.run_id}",
+    )
+    ctx.complete(op, offset, row=row)
+    cursor.advance(offset, op.kind)
     return offset
 
 

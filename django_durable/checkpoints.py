@@ -28,6 +28,10 @@ class Checkpoints:
         """Return the record at ``position``, if any."""
         return self._records.get(position)
 
+    def records(self) -> list[db.StepRecord]:
+        """Return every record, in position order."""
+        return [self._records[position] for position in sorted(self._records)]
+
     @property
     def end(self) -> int:
         """Return the position after the last record."""
@@ -44,8 +48,10 @@ class Checkpoints:
         error: str | None = None,
         attempts: int = 1,
         duration_ms: float | None = None,
+        row: db.Row | None = None,
     ) -> None:
-        """Commit a record, or raise ``LeaseLost`` if another worker owns the run now."""
+        """Commit a record (and ``row`` with it), or raise ``LeaseLost`` if another worker
+        owns the run now."""
         try:
             written = db.record_step(
                 self.claim,
@@ -57,6 +63,7 @@ class Checkpoints:
                 error=error,
                 attempts=attempts,
                 duration_ms=duration_ms,
+                row=row,
                 alias=self.alias,
             )
         except (DataError, IntegrityError) as exc:

@@ -28,7 +28,7 @@ from . import channels, serialization
 from .channels import ReceivedEvent
 from .checkpoints import Checkpoints
 from .conf import get_settings
-from .db import Claim
+from .db import Claim, Row
 from .exceptions import (
     DurableError,
     NonDeterministicWorkflow,
@@ -55,6 +55,19 @@ class Clock:
     def now(self) -> datetime:
         """Return the current database time."""
         return self._base + timedelta(seconds=time.monotonic() - self._started)
+
+
+@dataclasses.dataclass(slots=True)
+class StreamCursor:
+    """The next offset of a stream this run writes, and whether it closed it."""
+
+    next_offset: int = 0
+    closed: bool = False
+
+    def advance(self, offset: int, kind: str) -> None:
+        """Account for a recorded write (``stream``) or close (``close_stream``) at ``offset``."""
+        self.next_offset = max(self.next_offset, offset + 1)
+        self.closed = self.closed or kind == "close_stream"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +111,7 @@ class BaseContext:
         self._clock = Clock(claim.db_now)
         self._interrupt = interrupt
         self._position = 0
+        self._streams: dict[str, StreamCursor] = {}
         # An error the run cannot recover from in this execution (non-determinism,
         # deadline). Raised again by every later operation, so swallowing it is futile.
         self.fatal: BaseException | None = None
@@ -244,9 +258,23 @@ class BaseContext:
             wake_at = deadline  # wake up to fail on time
         return SuspendRun(reason, wake_at=wake_at, wake_on=wake_on, floor=floor)
 
-    def complete(self, op: Operation, value: Any) -> Any:
-        """Record ``value`` as the outcome of ``op``; return it as replay will."""
-        return self._complete(op, value, 1, time.monotonic())
+    def complete(self, op: Operation, value: Any, *, row: Row | None = None) -> Any:
+        """Record ``value`` as the outcome of ``op`` (with ``row``); return it as replay will."""
+        text = self._encode_result(op, value)
+        self._checkpoints.write(
+            op.position, op.kind, op.name, StepStatus.COMPLETED, result=text, row=row
+        )
+        return serialization.loads(text)
+
+    def stream_cursor(self, key: str) -> StreamCursor:
+        """Return where stream ``key`` stands: the run is its only writer, so its records say."""
+        cursor = self._streams.get(key)
+        if cursor is None:
+            cursor = self._streams[key] = StreamCursor()
+            for record in self._checkpoints.records():
+                if record.name == key and record.kind in ("stream", "close_stream"):
+                    cursor.advance(int(serialization.loads(record.result)), record.kind)
+        return cursor
 
     def fail(self, op: Operation, exc: Exception) -> BaseException:
         """Record ``exc`` as the outcome of ``op``; return the exception to raise."""

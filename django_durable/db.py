@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -41,6 +41,20 @@ class Claim:
     queue: str
     deadline_at: datetime | None
     db_now: datetime
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Row:
+    """A row written with a checkpoint, only if the checkpoint is: a stream item, a value.
+
+    ``values`` maps column to value (``run_id`` and ``created_at`` are added); ``json``
+    names the JSON columns; ``notify`` is sent on PostgreSQL when the row is written.
+    """
+
+    table: str
+    values: dict[str, Any]
+    json: frozenset[str] = frozenset()
+    notify: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,12 +263,14 @@ def record_step(
     error: str | None = None,
     attempts: int = 1,
     duration_ms: float | None = None,
+    row: Row | None = None,
     alias: str | None = None,
 ) -> bool:
     """Write a checkpoint if the claim still holds the run; return whether it was written.
 
     An unfinished row at the same position (``retrying``, ``waiting``) is replaced; a
-    finished one wins.
+    finished one wins. ``row`` is written too, if and only if the checkpoint is: in the
+    same statement on PostgreSQL (one round trip), in one transaction on SQLite.
     """
     d = dialect(alias)
     params: dict[str, Any] = {
@@ -269,7 +285,40 @@ def record_step(
         "run": d.store_uuid(claim.run_id),
         "token": claim.token,
     }
-    sql = (
+    if row is None:
+        return execute(d, checkpoint_sql(d, params), params).rowcount == 1
+    return _record_with_row(d, params, row)
+
+
+def _record_with_row(d: Dialect, params: dict[str, Any], row: Row) -> bool:
+    columns = ["run_id", *row.values, "created_at"]
+    placeholders = []
+    for column, value in row.values.items():
+        params[f"row_{column}"] = value
+        placeholders.append(d.param(f"row_{column}", "jsonb" if column in row.json else None))
+    placeholders.append(d.now(params))
+    quoted = ", ".join(f'"{column}"' for column in columns)
+    if d.pg:
+        params["channel"] = get_settings().NOTIFY_CHANNEL
+        params["payload"] = row.notify or ""
+        sql = (
+            f"WITH fenced AS ({checkpoint_sql(d, params)} RETURNING run_id), "
+            f"written AS (INSERT INTO {row.table} ({quoted}) "
+            f"SELECT run_id, {', '.join(placeholders)} FROM fenced RETURNING run_id) "
+            "SELECT pg_notify(%(channel)s, %(payload)s) FROM written"
+        )
+        return len(execute(d, sql, params).rows) == 1
+    with transaction.atomic(using=d.connection.alias):
+        if execute(d, checkpoint_sql(d, params), params).rowcount != 1:
+            return False
+        sql = f"INSERT INTO {row.table} ({quoted}) VALUES (%(run)s, {', '.join(placeholders)})"
+        execute(d, sql, params)
+        return True
+
+
+def checkpoint_sql(d: Dialect, params: dict[str, Any]) -> str:
+    """Return the fenced checkpoint upsert of :func:`record_step` (no RETURNING)."""
+    return (
         "INSERT INTO durable_step (run_id, position, kind, name, status, result, error, "
         "attempts, duration_ms, recorded_at) "
         f"SELECT id, {d.param('position', 'integer')}, {d.param('kind', 'varchar')}, "
@@ -284,7 +333,6 @@ def record_step(
         "duration_ms = excluded.duration_ms, recorded_at = excluded.recorded_at "
         "WHERE durable_step.status IN ('retrying', 'waiting')"
     )
-    return execute(d, sql, params).rowcount == 1
 
 
 def delete_steps_from(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:

@@ -19,7 +19,6 @@ from typing import Any
 
 from django.db import transaction
 
-from .conf import get_settings
 from .db import Claim, Dialect, dialect, execute, notifying, update_claimed_run
 
 
@@ -196,91 +195,6 @@ def _has_message(d: Dialect, run_id: uuid.UUID, topic: str) -> bool:
             {"run": d.store_uuid(run_id), "topic": topic},
         ).rows
     )
-
-
-# --- values and streams ----------------------------------------------------------------
-
-
-def insert_value(
-    claim: Claim, key: str, value: str, position: int, *, alias: str | None = None
-) -> None:
-    """Store a value the run published (in the transaction of its checkpoint)."""
-    d = dialect(alias)
-    params: dict[str, Any] = {
-        "run": d.store_uuid(claim.run_id),
-        "key": key,
-        "value": value,
-        "position": position,
-    }
-    execute(
-        d,
-        "INSERT INTO durable_value (run_id, key, value, position, created_at) VALUES "
-        f"(%(run)s, %(key)s, {d.param('value', 'jsonb')}, %(position)s, {d.now(params)})",
-        params,
-    )
-    _notify_change(d, f"v:{claim.run_id}")
-
-
-def stream_closed(run_id: uuid.UUID, key: str, *, alias: str | None = None) -> bool:
-    """Return whether the run closed stream ``key``."""
-    d = dialect(alias)
-    return bool(
-        execute(
-            d,
-            "SELECT 1 FROM durable_stream WHERE run_id = %(run)s AND key = %(key)s "
-            "AND closes LIMIT 1",
-            {"run": d.store_uuid(run_id), "key": key},
-        ).rows
-    )
-
-
-def next_stream_offset(claim: Claim, key: str, *, alias: str | None = None) -> int:
-    """Return the offset the next item of the stream takes."""
-    d = dialect(alias)
-    rows = execute(
-        d,
-        'SELECT COALESCE(MAX("offset") + 1, 0) FROM durable_stream '
-        "WHERE run_id = %(run)s AND key = %(key)s",
-        {"run": d.store_uuid(claim.run_id), "key": key},
-    ).rows
-    return int(rows[0][0])
-
-
-def insert_stream_item(
-    claim: Claim,
-    key: str,
-    offset: int,
-    value: str | None,
-    *,
-    closes: bool = False,
-    alias: str | None = None,
-) -> None:
-    """Store a stream item (or the row that closes the stream), in its checkpoint's transaction."""
-    d = dialect(alias)
-    params: dict[str, Any] = {
-        "run": d.store_uuid(claim.run_id),
-        "key": key,
-        "offset": offset,
-        "value": value,
-        "closes": closes,
-    }
-    execute(
-        d,
-        'INSERT INTO durable_stream (run_id, key, "offset", value, closes, created_at) VALUES '
-        f"(%(run)s, %(key)s, %(offset)s, {d.param('value', 'jsonb')}, %(closes)s, "
-        f"{d.now(params)})",
-        params,
-    )
-    _notify_change(d, f"s:{claim.run_id}")
-
-
-def _notify_change(d: Dialect, payload: str) -> None:
-    if d.pg:
-        execute(
-            d,
-            "SELECT pg_notify(%(channel)s, %(payload)s)",
-            {"channel": get_settings().NOTIFY_CHANNEL, "payload": payload},
-        )
 
 
 # --- suspending on a wait --------------------------------------------------------------

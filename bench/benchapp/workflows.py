@@ -17,3 +17,18 @@ def ten_steps(ctx: durable.Context, steps: int = 10) -> int:
 def one_step(ctx: durable.Context) -> int:
     """W2: a run of one trivial step."""
     return ctx.step("only", noop, 1)
+
+
+@durable.workflow(name="bench.wait_message")
+def wait_message(ctx: durable.Context) -> object:
+    """W3: wait in recv for the client's message, then finish."""
+    return ctx.recv("go")
+
+
+@durable.workflow(name="bench.stream_writer")
+def stream_writer(ctx: durable.Context, items: int = 1000) -> int:
+    """W4: write ``items`` stream items, then close the stream."""
+    for index in range(items):
+        ctx.write_stream("out", index)
+    ctx.close_stream("out")
+    return items
