@@ -45,6 +45,13 @@ class DurableSettings:
     # PostgreSQL: run the worker's statements as prepared statements (turn off behind
     # PgBouncer older than 1.21 in transaction pooling mode).
     PREPARE_STATEMENTS: bool = True
+    # Dotted path of the class that decides who may see and operate runs over HTTP.
+    API_ACCESS_POLICY: str = "django_durable.api.access.AccessPolicy"
+    # Longest wait, in seconds, a long-polling or streaming HTTP request may ask for.
+    API_MAX_WAIT: float = 30.0
+    # Seconds a Server-Sent Events response lasts before it ends and the browser
+    # reconnects (resuming from Last-Event-ID): it bounds how long one holds a thread.
+    API_STREAM_SECONDS: float = 300.0
     # Module name imported from every installed app to register workflows.
     AUTODISCOVER_MODULE: str = "workflows"
     # Seconds after which ``manage.py durable prune`` deletes finished runs when it is given
@@ -59,7 +66,14 @@ class DurableSettings:
         return self.LEASE_SECONDS / 3
 
     def __post_init__(self) -> None:
-        positive = ("POLL_INTERVAL", "LEASE_SECONDS", "MAX_PAYLOAD_BYTES", "WORKER_CONCURRENCY")
+        positive = (
+            "POLL_INTERVAL",
+            "LEASE_SECONDS",
+            "MAX_PAYLOAD_BYTES",
+            "WORKER_CONCURRENCY",
+            "API_MAX_WAIT",
+            "API_STREAM_SECONDS",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ImproperlyConfigured(f"{SETTING_NAME}[{name!r}] must be greater than 0.")

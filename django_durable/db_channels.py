@@ -66,12 +66,13 @@ def insert_event(
     source: str = "",
     type: str = "",
     run_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
     alias: str | None = None,
 ) -> int:
     """Store an event and wake the runs waiting for it; return its id.
 
     Runs in the caller's transaction: nothing is visible, and nobody is woken, until it
-    commits.
+    commits. An ``idempotency_key`` already used returns the first event's id.
     """
     d = dialect(alias)
     with transaction.atomic(using=d.connection.alias):
@@ -82,14 +83,22 @@ def insert_event(
             "source": source,
             "type": type,
             "run": None if run_id is None else d.store_uuid(run_id),
+            "key": idempotency_key,
         }
-        [(event_id,)] = execute(
+        inserted = execute(
             d,
-            "INSERT INTO durable_event (name, data, source, type, run_id, created_at) "
-            f"VALUES (%(name)s, {d.param('data', 'jsonb')}, %(source)s, %(type)s, %(run)s, "
-            f"{d.now(params)}) RETURNING id",
+            "INSERT INTO durable_event (name, data, source, type, run_id, idempotency_key, "
+            f"created_at) VALUES (%(name)s, {d.param('data', 'jsonb')}, %(source)s, %(type)s, "
+            f"%(run)s, %(key)s, {d.now(params)}) ON CONFLICT (idempotency_key) "
+            "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
             params,
         ).rows
+        if not inserted:  # emitted before under this key
+            [(first,)] = execute(
+                d, "SELECT id FROM durable_event WHERE idempotency_key = %(key)s", params
+            ).rows
+            return int(first)
+        event_id = inserted[0][0]
         wake: dict[str, Any] = {"wake_on": f"e:{name}"}
         execute(d, _wake_sql(d, "wake_on = %(wake_on)s", wake), wake)
     return int(event_id)

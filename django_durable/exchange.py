@@ -39,11 +39,17 @@ def _text(value: str | None, what: str) -> str:
 
 
 def emit_event(
-    name: str, data: Any = None, source: str | None = None, type: str | None = None
+    name: str,
+    data: Any = None,
+    source: str | None = None,
+    type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> int:
     """Emit event ``name``; every run waiting for it resumes, and later waiters see it too.
 
-    Returns the event's id. ``source`` and ``type`` describe it (as in CloudEvents).
+    Returns the event's id. ``source`` and ``type`` describe it (as in CloudEvents); the
+    same ``idempotency_key`` emits once (the first event's id is returned).
     """
     check_name(name, "event")
     text = serialization.dumps(data, what=f"The data of event {name!r}")
@@ -52,15 +58,25 @@ def emit_event(
         text,
         source=_text(source, "source="),
         type=_text(type, "type="),
+        idempotency_key=None
+        if idempotency_key is None
+        else _text(idempotency_key, "idempotency_key="),
         alias=_alias(),
     )
 
 
 async def aemit_event(
-    name: str, data: Any = None, source: str | None = None, type: str | None = None
+    name: str,
+    data: Any = None,
+    source: str | None = None,
+    type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> int:
     """Emit event ``name`` (async)."""
-    return await sync_to_async(emit_event)(name, data, source, type)
+    return await sync_to_async(emit_event)(
+        name, data, source, type, idempotency_key=idempotency_key
+    )
 
 
 # --- messages --------------------------------------------------------------------------
@@ -172,7 +188,8 @@ async def aget_values(run_id: Any) -> dict[str, Any]:
 # --- streams ---------------------------------------------------------------------------
 
 
-def _stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
+def stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
+    """Return up to STREAM_BATCH rows of stream ``key`` from ``offset`` (closing row included)."""
     return list(
         StreamItem.objects.using(_alias())
         .filter(run_id=run.pk, key=key, offset__gte=offset)
@@ -180,7 +197,8 @@ def _stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
     )
 
 
-def _finished(run: Run) -> bool:
+def run_finished(run: Run) -> bool:
+    """Return whether ``run`` is in a terminal state now."""
     return Run.objects.using(_alias()).finished().filter(pk=run.pk).exists()
 
 
@@ -203,8 +221,8 @@ def _stream(run: Run, key: str, offset: int, follow: bool) -> Iterator[tuple[int
     with waiter:
         while True:
             # Read "finished" before the items: what was written before the end is read.
-            finished = follow and _finished(run)
-            batch = _stream_batch(run, key, offset)
+            finished = follow and run_finished(run)
+            batch = stream_batch(run, key, offset)
             for item in batch:
                 if item.closes:
                     return
@@ -236,8 +254,8 @@ async def astream_items(
     waiter = AsyncWaiter([f"s:{run.pk}", f"r:{run.pk}"]) if follow else None
     with waiter or contextlib.nullcontext():
         while True:
-            finished = follow and await sync_to_async(_finished)(run)
-            batch = await sync_to_async(_stream_batch)(run, key, offset)
+            finished = follow and await sync_to_async(run_finished)(run)
+            batch = await sync_to_async(stream_batch)(run, key, offset)
             for item in batch:
                 if item.closes:
                     return

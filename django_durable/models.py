@@ -118,6 +118,7 @@ class Run(models.Model):
         db_table = "durable_run"
         ordering = ("-created_at",)
         verbose_name = _("workflow run")
+        permissions = (("operate_run", _("Can send messages to runs that others own")),)
         indexes = (
             # Claim: only pending rows are in it, however many finished runs pile up.
             models.Index(
@@ -226,6 +227,8 @@ class Event(models.Model):
     data = models.JSONField(null=True, blank=True)
     source = models.CharField(max_length=255, blank=True, default="")
     type = models.CharField(max_length=255, blank=True, default="")
+    # The same key emits once (a webhook or CloudEvent delivered twice).
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     # The run that emitted it with ctx.emit_event(), if one did.
     run = models.ForeignKey(

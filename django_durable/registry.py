@@ -87,12 +87,15 @@ class Workflow(Generic[P, R]):
         queue: str | None,
         retry: RetryPolicy,
         timeout: float | None,
+        http_start: bool = False,
     ) -> None:
         self.fn = fn
         self.name = check_name(name, "workflow")
         self.queue = queue
         self.retry = retry
         self.timeout = timeout
+        # Whether the HTTP API may start it (POST runs/), subject to the access policy.
+        self.http_start = http_start
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -222,6 +225,7 @@ def workflow(
     max_attempts: int = 1,
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
+    http_start: bool = False,
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Workflow[P, R]]: ...
 
 
@@ -234,12 +238,13 @@ def workflow(
     max_attempts: int = 1,
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
+    http_start: bool = False,
 ) -> Any:
     """Declare a workflow: ``fn(ctx, *args, **kwargs)``, registered under ``name``.
 
     ``max_attempts`` > 1 runs a failed workflow again from its checkpoints (``retry=``
     gives the full policy); ``timeout`` fails a run that is not finished that many
-    seconds after it started.
+    seconds after it started; ``http_start=True`` lets the HTTP API start it.
     """
 
     def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
@@ -251,6 +256,7 @@ def workflow(
             queue=queue,
             retry=retry or RetryPolicy(max_attempts=max_attempts),
             timeout=_seconds(timeout, "A workflow timeout"),
+            http_start=http_start,
         )
         register(wf)
         return wf

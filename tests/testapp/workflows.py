@@ -397,3 +397,23 @@ async def async_channels(ctx: durable.AsyncContext, name: str) -> dict:
     await ctx.close_stream("out")
     emitted = await ctx.emit_event(f"{name}:done", {"ok": True})
     return {"event": event.data, "message": message, "offset": offset, "emitted": emitted}
+
+
+# --- started over HTTP ----------------------------------------------------------------------
+
+
+@durable.workflow(name="tests.http_receives", http_start=True)
+def http_receives(ctx: durable.Context, label: str = "") -> dict:
+    ctx.set_progress(0, 2, "waiting for approval")
+    message = ctx.recv("approval")
+    ctx.set_progress(1, 2, "approved")
+    for index in range(3):
+        ctx.write_stream("log", {"line": index, "label": label})
+    ctx.close_stream("log")
+    ctx.set_progress(2, 2, "done")
+    return {"label": label, "message": message}
+
+
+@durable.workflow(name="tests.http_fails", http_start=True)
+def http_fails(ctx: durable.Context) -> None:
+    raise ValueError("secret internals")
