@@ -153,7 +153,14 @@ def emit_event(
     text = serialization.dumps(data, what=f"The data of event {name!r}")
     with transaction.atomic(using=ctx.alias):
         event_id = db_channels.insert_event(
-            name, text, source=source, type=type, run_id=ctx.claim.run_id, alias=ctx.alias
+            name,
+            text,
+            source=source,
+            type=type,
+            run_id=ctx.claim.run_id,
+            # Once per run position, even if a workflow retry runs this operation again.
+            idempotency_key=f"run:{ctx.run_id}:{op.position}",
+            alias=ctx.alias,
         )
         ctx.complete(op, event_id)
     return event_id
@@ -168,12 +175,8 @@ def recv(
     """Take the oldest message on ``topic`` (consumed with the checkpoint), or wait."""
 
     def take() -> Any:
-        with transaction.atomic(using=ctx.alias):
-            taken = db_channels.take_message(ctx.claim, topic, op.position, alias=ctx.alias)
-            if taken is None:
-                return MISSING
-            message_id, data = taken
-            return ctx.complete(op, {"id": message_id, "message": serialization.loads(data)})
+        taken = ctx.checkpoints.take_message(topic, op.position, op.name)
+        return MISSING if taken is None else serialization.loads(taken)
 
     return _wait(
         ctx,
@@ -216,7 +219,7 @@ def write_stream(
     offset = cursor.next_offset
     row = Row(
         "durable_stream",
-        {"key": key, "offset": offset, "value": text, "closes": closes},
+        {"key": key, "offset": offset, "value": text, "closes": closes, "position": op.position},
         json=frozenset({"value"}),
         notify=f"s:{ctx.run_id}",
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import DatabaseError, DataError, IntegrityError
 
-from . import db
+from . import db, db_channels
 from .exceptions import AbandonRun, CheckpointRejected, LeaseLost
 from .statuses import StepStatus
 
@@ -36,6 +36,26 @@ class Checkpoints:
     def end(self) -> int:
         """Return the position after the last record."""
         return max(self._records, default=-1) + 1
+
+    def take_message(self, topic: str, position: int, name: str) -> str | None:
+        """Consume the oldest message on ``topic`` with the recv's checkpoint; return its text.
+
+        ``None`` if no message waits. Raises ``LeaseLost`` if another worker owns the run.
+        """
+        try:
+            taken = db_channels.take_message(self.claim, topic, position, name, alias=self.alias)
+        except (DataError, IntegrityError) as exc:
+            raise CheckpointRejected(f"The database refused a message: {exc}", error=exc) from exc
+        except DatabaseError as exc:
+            raise AbandonRun(f"Could not take a message on {topic!r}: {exc}") from exc
+        if taken is False:
+            raise LeaseLost(f"Run {self.claim.run_id} was taken over before its recv.")
+        if isinstance(taken, str):
+            self._records[position] = db.StepRecord(
+                position, "recv", name, str(StepStatus.COMPLETED), taken, None, 1
+            )
+            return taken
+        return None
 
     def write(
         self,

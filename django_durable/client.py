@@ -20,7 +20,7 @@ from django.utils import timezone
 from . import db, serialization
 from .conf import get_settings
 from .exceptions import DurableError, RunNotFound, WorkflowFailed
-from .models import Run, RunStatus, WorkerProcess
+from .models import Event, Run, RunStatus, WorkerProcess
 from .notify import await_until, wait_until
 from .registry import StartOptions, get_workflow
 
@@ -314,17 +314,21 @@ class RunHandle:
 
         return await aget_values(self._run.pk)
 
-    def read_stream(self, key: str, offset: int = 0, follow: bool = False) -> Iterator[Any]:
+    def read_stream(
+        self, key: str, offset: int = 0, follow: bool = False, *, timeout: float | None = None
+    ) -> Iterator[Any]:
         """Yield the values of the run's stream ``key`` from ``offset``."""
         from .exchange import read_stream
 
-        return read_stream(self._run.pk, key, offset, follow)
+        return read_stream(self._run.pk, key, offset, follow, timeout=timeout)
 
-    def aread_stream(self, key: str, offset: int = 0, follow: bool = False) -> AsyncIterator[Any]:
+    def aread_stream(
+        self, key: str, offset: int = 0, follow: bool = False, *, timeout: float | None = None
+    ) -> AsyncIterator[Any]:
         """Yield the values of the run's stream ``key`` from ``offset`` (async)."""
         from .exchange import aread_stream
 
-        return aread_stream(self._run.pk, key, offset, follow)
+        return aread_stream(self._run.pk, key, offset, follow, timeout=timeout)
 
     def wait_finished(self, timeout: float | timedelta | None = None) -> RunHandle:
         """Wait until the run is finished and return this handle; ``TimeoutError`` if not."""
@@ -407,7 +411,8 @@ def prune(
     ``statuses`` picks among the terminal ones (default: all three). Runs go in batches
     of ``batch_size``, oldest first, each batch in its own transaction; rows another
     transaction holds are skipped, so prunes never wait on each other or on workers.
-    Records of workers silent for longer than ``older_than`` are deleted too. With
+    Records of workers silent, and events emitted, longer than ``older_than`` ago are
+    deleted too. With
     ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
     """
     seconds = _seconds(older_than)
@@ -432,8 +437,14 @@ def prune(
             # The ORM deletes the steps (and any other rows of the runs) first.
             _, counts = Run.objects.using(alias).filter(id__in=ids).delete()
         deleted += counts.get(Run._meta.label, 0)
-    # Worker records silent for as long are history too (live workers heartbeat).
+    # Worker records silent for as long are history too (live workers heartbeat), and so
+    # are events emitted that long ago (a run that waits later no longer sees them).
     WorkerProcess.objects.using(alias).filter(last_seen_at__lt=_db_time(-seconds)).delete()
+    old_events = Event.objects.using(alias).filter(created_at__lt=_db_time(-seconds))
+    while event_ids := list(
+        old_events.order_by("created_at", "id").values_list("id", flat=True)[:batch_size]
+    ):
+        Event.objects.using(alias).filter(id__in=event_ids).delete()
     return deleted
 
 

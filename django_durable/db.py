@@ -335,14 +335,26 @@ def checkpoint_sql(d: Dialect, params: dict[str, Any]) -> str:
     )
 
 
-def delete_steps_from(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:
-    """Delete the run's recorded operations at ``position`` and after; return how many."""
+def rewind(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:
+    """Undo the run's operations at ``position`` and after, so they run again.
+
+    Their records go, and with them what they wrote: values and stream items are deleted,
+    messages they took are handed back (the next recv receives them again). Events they
+    emitted were already seen and stay; ``ctx.emit_event`` emits under an idempotency key
+    per position, so running it again emits nothing new. Returns the records deleted.
+    """
     d = dialect(alias)
-    return execute(
+    params = {"run": d.store_uuid(run_id), "position": position}
+    at_or_after = "run_id = %(run)s AND position >= %(position)s"
+    execute(d, f"DELETE FROM durable_value WHERE {at_or_after}", params)
+    execute(d, f"DELETE FROM durable_stream WHERE {at_or_after}", params)
+    execute(
         d,
-        "DELETE FROM durable_step WHERE run_id = %(run)s AND position >= %(position)s",
-        {"run": d.store_uuid(run_id), "position": position},
-    ).rowcount
+        "UPDATE durable_message SET consumed_at = NULL, consumed_position = NULL "
+        "WHERE run_id = %(run)s AND consumed_position >= %(position)s",
+        params,
+    )
+    return execute(d, f"DELETE FROM durable_step WHERE {at_or_after}", params).rowcount
 
 
 # --- transitions of a claimed run ----------------------------------------------------

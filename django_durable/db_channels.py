@@ -13,13 +13,15 @@ SQLite runs one writing transaction at a time, which gives the same guarantee.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 
-from .db import Claim, Dialect, dialect, execute, notifying, update_claimed_run
+from .conf import get_settings
+from .db import Claim, Dialect, checkpoint_sql, dialect, execute, notifying, update_claimed_run
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,13 +46,18 @@ def _lock_event_name(d: Dialect, name: str) -> None:
         )
 
 
-def _wake_sql(d: Dialect, where: str, params: dict[str, Any]) -> str:
-    """Return SQL that makes matching waiting runs pending and notifies their queues."""
-    sql = (
+def _wake_update(d: Dialect, where: str, params: dict[str, Any]) -> str:
+    """Return the UPDATE that makes matching waiting runs pending."""
+    return (
         "UPDATE durable_run SET status = 'pending', wake_on = NULL, wake_at = NULL, "
         f"waiting_for = '', available_at = {d.now(params)}, updated_at = {d.now(params)} "
         f"WHERE status = 'waiting' AND {where}"
     )
+
+
+def _wake_sql(d: Dialect, where: str, params: dict[str, Any]) -> str:
+    """Return SQL that makes matching waiting runs pending and notifies their queues."""
+    sql = _wake_update(d, where, params)
     if d.pg:
         return notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
     return sql
@@ -89,13 +96,15 @@ def insert_event(
             d,
             "INSERT INTO durable_event (name, data, source, type, run_id, idempotency_key, "
             f"created_at) VALUES (%(name)s, {d.param('data', 'jsonb')}, %(source)s, %(type)s, "
-            f"%(run)s, %(key)s, {d.now(params)}) ON CONFLICT (idempotency_key) "
+            f"%(run)s, %(key)s, {d.now(params)}) ON CONFLICT (name, idempotency_key) "
             "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
             params,
         ).rows
-        if not inserted:  # emitted before under this key
+        if not inserted:  # emitted before under this name and key
             [(first,)] = execute(
-                d, "SELECT id FROM durable_event WHERE idempotency_key = %(key)s", params
+                d,
+                "SELECT id FROM durable_event WHERE name = %(name)s AND idempotency_key = %(key)s",
+                params,
             ).rows
             return int(first)
         event_id = inserted[0][0]
@@ -144,15 +153,35 @@ def insert_message(
         found = execute(d, f"SELECT id FROM durable_run WHERE id = %(run)s{lock}", {"run": run})
         if not found.rows:
             return None
-        params: dict[str, Any] = {"run": run, "topic": topic, "data": data, "key": idempotency_key}
-        inserted = execute(
-            d,
+        params: dict[str, Any] = {
+            "run": run,
+            "topic": topic,
+            "data": data,
+            "key": idempotency_key,
+            "wake_on": f"m:{topic}",
+        }
+        insert = (
             "INSERT INTO durable_message (run_id, topic, data, idempotency_key, created_at) "
             f"VALUES (%(run)s, %(topic)s, {d.param('data', 'jsonb')}, %(key)s, "
             f"{d.now(params)}) ON CONFLICT (run_id, idempotency_key) "
-            "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-            params,
-        ).rows
+            "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+        )
+        if d.pg:
+            # One round trip for the insert and the wake. Its snapshot is taken after the
+            # row lock above, so a suspend that committed before the lock is seen.
+            params["channel"] = get_settings().NOTIFY_CHANNEL
+            wake = _wake_update(d, "id = %(run)s AND wake_on = %(wake_on)s", params)
+            sql = (
+                f"WITH inserted AS ({insert}), woken AS ({wake} RETURNING queue), "
+                "notified AS (SELECT pg_notify(%(channel)s, 'q:' || queue) FROM woken) "
+                "SELECT (SELECT id FROM inserted), (SELECT count(*) FROM notified)"
+            )
+            [(inserted_id, _)] = execute(d, sql, params).rows
+            if inserted_id is not None:
+                return int(inserted_id)
+            inserted = []
+        else:
+            inserted = execute(d, insert, params).rows
         if not inserted:  # the key was used: the first message stands
             [(message_id,)] = execute(
                 d,
@@ -161,38 +190,78 @@ def insert_message(
                 params,
             ).rows
             return int(message_id)
-        wake: dict[str, Any] = {"run": run, "wake_on": f"m:{topic}"}
-        execute(d, _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", wake), wake)
+        execute(d, _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", params), params)
     return int(inserted[0][0])
 
 
 def take_message(
-    claim: Claim, topic: str, position: int, *, alias: str | None = None
-) -> tuple[int, str | None] | None:
-    """Mark the oldest unconsumed message on ``topic`` consumed at ``position``.
+    claim: Claim, topic: str, position: int, name: str, *, alias: str | None = None
+) -> str | bool | None:
+    """Take the oldest unconsumed message on ``topic`` for the ``recv`` at ``position``.
 
-    Call it inside the transaction that writes the checkpoint of the ``recv``: if that
-    write is refused (the lease was lost), the message stays unconsumed.
+    The message is marked consumed in the transaction that writes the recv's fenced
+    checkpoint: a worker that lost the run takes nothing. Returns the checkpoint's JSON
+    text, ``None`` if no message is waiting, ``False`` if the lease was lost. On
+    PostgreSQL it is one statement (one round trip), on SQLite one transaction.
     """
     d = dialect(alias)
-    params: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "topic": topic}
-    rows = execute(
-        d,
+    params: dict[str, Any] = {
+        "run": d.store_uuid(claim.run_id),
+        "token": claim.token,
+        "topic": topic,
+        "position": position,
+        "name": name,
+    }
+    oldest = (
         "SELECT id, data FROM durable_message WHERE run_id = %(run)s AND topic = %(topic)s "
-        f"AND consumed_at IS NULL ORDER BY id LIMIT 1{' FOR UPDATE' if d.pg else ''}",
-        params,
-    ).rows
-    if not rows:
-        return None
-    message_id, data = int(rows[0][0]), rows[0][1]
-    update: dict[str, Any] = {"id": message_id, "position": position}
-    execute(
-        d,
-        f"UPDATE durable_message SET consumed_at = {d.now(update)}, "
-        "consumed_position = %(position)s WHERE id = %(id)s",
-        update,
+        "AND consumed_at IS NULL ORDER BY id LIMIT 1"
     )
-    return message_id, data
+    if d.pg:
+        return _take_message_pg(d, oldest, params)
+    with transaction.atomic(using=d.connection.alias):
+        rows = execute(d, oldest, params).rows
+        if not rows:
+            return None
+        message_id, data = int(rows[0][0]), rows[0][1]
+        result = f'{{"id":{message_id},"message":{data if data is not None else "null"}}}'
+        checkpoint = {**params, "kind": "recv", "status": "completed", "result": result}
+        checkpoint.update(error=None, attempts=1, duration=None)
+        if execute(d, checkpoint_sql(d, checkpoint), checkpoint).rowcount != 1:
+            return False
+        params.update(id=message_id)
+        execute(
+            d,
+            f"UPDATE durable_message SET consumed_at = {d.now(params)}, "
+            "consumed_position = %(position)s WHERE id = %(id)s",
+            params,
+        )
+        return result
+
+
+def _take_message_pg(d: Dialect, oldest: str, params: dict[str, Any]) -> str | bool | None:
+    sql = (
+        f"WITH message AS ({oldest} FOR UPDATE), "
+        "fenced AS (INSERT INTO durable_step (run_id, position, kind, name, status, result, "
+        "attempts, recorded_at) SELECT r.id, %(position)s::integer, 'recv', %(name)s::varchar, "
+        "'completed', jsonb_build_object('id', message.id, 'message', message.data), 1, now() "
+        "FROM durable_run r, message WHERE r.id = %(run)s AND r.lease_token = %(token)s "
+        "AND r.status = 'running' FOR SHARE OF r "
+        "ON CONFLICT (run_id, position) DO UPDATE SET status = excluded.status, "
+        "result = excluded.result, error = NULL, attempts = excluded.attempts, "
+        "recorded_at = excluded.recorded_at "
+        "WHERE durable_step.status IN ('retrying', 'waiting') RETURNING result), "
+        "consumed AS (UPDATE durable_message SET consumed_at = now(), "
+        "consumed_position = %(position)s FROM message, fenced "
+        "WHERE durable_message.id = message.id RETURNING durable_message.id) "
+        "SELECT (SELECT count(*) FROM message), (SELECT result FROM fenced), "
+        "(SELECT count(*) FROM consumed)"
+    )
+    [(found, result, _)] = execute(d, sql, params).rows
+    if not found:
+        return None
+    if result is None:
+        return False
+    return result if isinstance(result, str) else json.dumps(result)
 
 
 def _has_message(d: Dialect, run_id: uuid.UUID, topic: str) -> bool:

@@ -9,18 +9,22 @@ NOTIFY on PostgreSQL, polling as the fallback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.db.models import Max
 
 from . import db_channels, serialization
 from .client import _alias, _get, _seconds
 from .exceptions import RunNotFound
-from .models import Run, RunValue, StreamItem
-from .notify import AsyncWaiter, Waiter, wait_until
+from .models import Run, RunStatus, RunValue, StreamItem
+from .notify import AsyncWaiter, Waiter, await_until, wait_until
 from .registry import check_name
 
 # Stream items read per query.
@@ -90,17 +94,23 @@ def send(
     Returns the message's id; the same ``idempotency_key`` stores one message. Raises
     ``RunNotFound`` for an unknown run.
     """
-    run = _get(run_id)
     name = "" if topic is None else check_name(topic, "message topic")
     if idempotency_key is not None:
         _text(idempotency_key, "idempotency_key=")
     text = serialization.dumps(message, what="The message")
     message_id = db_channels.insert_message(
-        run.pk, name, text, idempotency_key=idempotency_key, alias=_alias()
+        _run_uuid(run_id), name, text, idempotency_key=idempotency_key, alias=_alias()
     )
-    if message_id is None:  # deleted between the two statements
+    if message_id is None:
         raise RunNotFound(f"No run has the id {str(run_id)!r}.")
     return message_id
+
+
+def _run_uuid(run_id: Any) -> uuid.UUID:
+    try:
+        return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError:
+        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
 
 
 async def asend(
@@ -113,24 +123,66 @@ async def asend(
 # --- values ----------------------------------------------------------------------------
 
 
-def _latest_value(run: Run, key: str) -> tuple[Any] | None:
-    row = (
-        RunValue.objects.using(_alias())
-        .filter(run_id=run.pk, key=key)
-        .order_by("-id")
-        .only("value")
-        .first()
-    )
-    return None if row is None else (row.get_value(),)
+@dataclasses.dataclass(frozen=True, slots=True)
+class VersionedValue:
+    """A value a run published, with its version (newer versions have larger numbers)."""
+
+    version: int
+    value: Any
 
 
-def _value_or_end(run: Run, key: str, default: Any) -> tuple[Any] | None:
-    found = _latest_value(run, key)
-    if found is not None:
+def _newest(run: Run, key: str, after: int | None) -> VersionedValue | None:
+    """Return the newest value of ``key`` (newer than ``after``), if there is one."""
+    rows = RunValue.objects.using(_alias()).filter(run_id=run.pk, key=key)
+    row = rows.order_by("-id").only("id", "value").first()
+    if row is None or (after is not None and row.pk <= after):
+        return None
+    return VersionedValue(row.pk, row.get_value())
+
+
+def _watched(run: Run, key: str, after: int | None) -> tuple[VersionedValue | None] | None:
+    newest = _newest(run, key, after)
+    if newest is not None or run_finished(run):
+        # A run that finished without a newer value will never write one: stop waiting.
+        return (newest,)
+    return None
+
+
+def watch_value(
+    run_id: Any, key: str, *, after: int | None = None, timeout: float | timedelta | None = None
+) -> VersionedValue | None:
+    """Return the newest value of ``key`` with a version above ``after`` (any, if ``None``).
+
+    Waits up to ``timeout`` for one to be written; returns ``None`` if none was (or the
+    run finished without). A frontend follows a value by passing the version it has.
+    """
+    run = _get(run_id)
+    seconds = 0.0 if timeout is None else _seconds(timeout)
+    found = _newest(run, key, after)
+    if found is not None or seconds <= 0:
         return found
-    # A run that finished without setting it never will: stop waiting.
-    finished = Run.objects.using(_alias()).finished().filter(pk=run.pk).exists()
-    return (default,) if finished else None
+    keys = [f"v:{run.pk}", f"r:{run.pk}"]
+    try:
+        return wait_until(lambda: _watched(run, key, after), keys=keys, timeout=seconds)[0]
+    except TimeoutError:
+        return None
+
+
+async def awatch_value(
+    run_id: Any, key: str, *, after: int | None = None, timeout: float | timedelta | None = None
+) -> VersionedValue | None:
+    """Return the newest value of ``key`` above version ``after``, waiting (async)."""
+    run = await sync_to_async(_get)(run_id)
+    seconds = 0.0 if timeout is None else _seconds(timeout)
+    found = await sync_to_async(_newest)(run, key, after)
+    if found is not None or seconds <= 0:
+        return found
+    check = sync_to_async(lambda: _watched(run, key, after))
+    keys = [f"v:{run.pk}", f"r:{run.pk}"]
+    try:
+        return (await await_until(check, keys=keys, timeout=seconds))[0]
+    except TimeoutError:
+        return None
 
 
 def get_value(
@@ -141,35 +193,16 @@ def get_value(
     With ``timeout``, wait up to that long for the key to be set (``default`` if it is
     not, or if the run finishes without setting it). Raises ``RunNotFound``.
     """
-    run = _get(run_id)
-    seconds = 0.0 if timeout is None else _seconds(timeout)
-    found = _latest_value(run, key)
-    if found is not None or seconds <= 0:
-        return found[0] if found is not None else default
-    keys = [f"v:{run.pk}", f"r:{run.pk}"]
-    try:
-        return wait_until(lambda: _value_or_end(run, key, default), keys=keys, timeout=seconds)[0]
-    except TimeoutError:
-        return default
+    found = watch_value(run_id, key, timeout=timeout)
+    return default if found is None else found.value
 
 
 async def aget_value(
     run_id: Any, key: str, timeout: float | timedelta | None = None, default: Any = None
 ) -> Any:
     """Return the newest value under ``key``, waiting up to ``timeout`` (async)."""
-    from .notify import await_until
-
-    run = await sync_to_async(_get)(run_id)
-    seconds = 0.0 if timeout is None else _seconds(timeout)
-    found = await sync_to_async(_latest_value)(run, key)
-    if found is not None or seconds <= 0:
-        return found[0] if found is not None else default
-    check = sync_to_async(lambda: _value_or_end(run, key, default))
-    keys = [f"v:{run.pk}", f"r:{run.pk}"]
-    try:
-        return (await await_until(check, keys=keys, timeout=seconds))[0]
-    except TimeoutError:
-        return default
+    found = await awatch_value(run_id, key, timeout=timeout)
+    return default if found is None else found.value
 
 
 def get_values(run_id: Any) -> dict[str, Any]:
@@ -187,6 +220,9 @@ async def aget_values(run_id: Any) -> dict[str, Any]:
 
 # --- streams ---------------------------------------------------------------------------
 
+# A follower quiet this long gives its database connection back while it waits.
+RELEASE_IDLE_SECONDS = 1.0
+
 
 def stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
     """Return up to STREAM_BATCH rows of stream ``key`` from ``offset`` (closing row included)."""
@@ -197,80 +233,206 @@ def stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
     )
 
 
+def run_status(run: Run) -> str:
+    """Return the run's status now."""
+    return str(Run.objects.using(_alias()).values_list("status", flat=True).get(pk=run.pk))
+
+
 def run_finished(run: Run) -> bool:
     """Return whether ``run`` is in a terminal state now."""
-    return Run.objects.using(_alias()).finished().filter(pk=run.pk).exists()
+    return run_status(run) in RunStatus.terminal()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StreamPoll:
+    """What following a stream found: items, its close, the run's end, or a quiet spell."""
+
+    kind: Literal["items", "closed", "ended", "idle"]
+    items: tuple[StreamItem, ...] = ()
+    status: str = ""
+
+
+class _Follow:
+    """The state of one follower; shared by the sync and async loops."""
+
+    def __init__(self, offset: int, follow: bool, max_seconds: float | None, idle: float | None):
+        self.offset = offset
+        self.follow = follow
+        self.stop_at = None if max_seconds is None else time.monotonic() + max_seconds
+        self.idle = idle
+        self.quiet_since = time.monotonic()
+
+    def fetch(self, run: Run, key: str) -> tuple[str, list[StreamItem]]:
+        # The status first: what was written before the run ended is in the batch after.
+        status = run_status(run) if self.follow else ""
+        return status, stream_batch(run, key, self.offset)
+
+    def read(self, status: str, batch: list[StreamItem]) -> tuple[list[StreamPoll], bool, bool]:
+        """Return what to report, whether to stop, and whether to read again at once."""
+        polls = []
+        items = tuple(item for item in batch if not item.closes)
+        if items:
+            polls.append(StreamPoll("items", items))
+            self.offset = items[-1].offset + 1
+            self.quiet_since = time.monotonic()
+        if len(items) < len(batch):
+            return [*polls, StreamPoll("closed")], True, False
+        if len(batch) == STREAM_BATCH:
+            return polls, False, True
+        if not self.follow:
+            return polls, True, False
+        if status in RunStatus.terminal():
+            return [*polls, StreamPoll("ended", status=status)], True, False
+        if self.stop_at is not None and time.monotonic() >= self.stop_at:
+            return polls, True, False
+        if self.idle is not None and time.monotonic() - self.quiet_since >= self.idle:
+            polls.append(StreamPoll("idle"))
+            self.quiet_since = time.monotonic()
+        return polls, False, False
+
+    def pause(self) -> float | None:
+        """Return the longest sleep before the time limit or the next idle report."""
+        limits = [self.idle] if self.idle is not None else []
+        if self.stop_at is not None:
+            limits.append(max(0.0, self.stop_at - time.monotonic()))
+        return min(limits) if limits else None
+
+    def releasing(self) -> bool:
+        """Return whether the follower has been quiet long enough to free its connection."""
+        return time.monotonic() - self.quiet_since >= RELEASE_IDLE_SECONDS
+
+
+def _release_connection() -> None:
+    connection = connections[_alias()]
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def poll_stream(
+    run: Run,
+    key: str,
+    offset: int = 0,
+    *,
+    follow: bool = False,
+    max_seconds: float | None = None,
+    idle: float | None = None,
+) -> Iterator[StreamPoll]:
+    """Read stream ``key`` from ``offset``; with ``follow``, keep reading as it grows.
+
+    Stops at the stream's close, the run's end, or after ``max_seconds``; reports a quiet
+    spell every ``idle`` seconds. A follower quiet for a second gives back its database
+    connection while it waits (one open follower must not hold one for its whole life).
+    """
+    state = _Follow(offset, follow, max_seconds, idle)
+    with Waiter([f"s:{run.pk}", f"r:{run.pk}"]) if follow else contextlib.nullcontext() as waiter:
+        while True:
+            polls, stop, again = state.read(*state.fetch(run, key))
+            yield from polls
+            if stop:
+                return
+            if again:
+                continue
+            if state.releasing():
+                _release_connection()
+            assert isinstance(waiter, Waiter)
+            waiter.sleep(state.pause())
+
+
+async def apoll_stream(
+    run: Run,
+    key: str,
+    offset: int = 0,
+    *,
+    follow: bool = False,
+    max_seconds: float | None = None,
+    idle: float | None = None,
+) -> AsyncIterator[StreamPoll]:
+    """Async twin of :func:`poll_stream`: waits on the event loop, holding no thread."""
+    state = _Follow(offset, follow, max_seconds, idle)
+
+    def fetch() -> tuple[str, list[StreamItem]]:
+        fetched = state.fetch(run, key)
+        if state.releasing():
+            _release_connection()
+        return fetched
+
+    waiter = AsyncWaiter([f"s:{run.pk}", f"r:{run.pk}"]) if follow else None
+    with waiter or contextlib.nullcontext():
+        while True:
+            polls, stop, again = state.read(*(await sync_to_async(fetch)()))
+            for poll in polls:
+                yield poll
+            if stop:
+                return
+            if again:
+                continue
+            assert waiter is not None
+            await waiter.asleep(state.pause())
 
 
 def stream_items(
-    run_id: Any, key: str, offset: int = 0, follow: bool = False
+    run_id: Any,
+    key: str,
+    offset: int = 0,
+    follow: bool = False,
+    *,
+    timeout: float | timedelta | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Yield ``(offset, value)`` of stream ``key`` from ``offset``, in order.
 
-    With ``follow``, wait for new items until the stream is closed or the run finishes.
-    Raises ``RunNotFound`` at once for an unknown run.
+    With ``follow``, wait for new items until the stream is closed, the run finishes, or
+    ``timeout`` passes. Raises ``RunNotFound`` at once for an unknown run.
     """
     if offset < 0:
         raise ValueError("offset= cannot be negative.")
     run = _get(run_id)
-    return _stream(run, key, offset, follow)
+    seconds = None if timeout is None else _seconds(timeout)
+    polls = poll_stream(run, key, offset, follow=follow, max_seconds=seconds)
+    return ((item.offset, item.get_value()) for poll in polls for item in poll.items)
 
 
-def _stream(run: Run, key: str, offset: int, follow: bool) -> Iterator[tuple[int, Any]]:
-    waiter = Waiter([f"s:{run.pk}", f"r:{run.pk}"]) if follow else contextlib.nullcontext()
-    with waiter:
-        while True:
-            # Read "finished" before the items: what was written before the end is read.
-            finished = follow and run_finished(run)
-            batch = stream_batch(run, key, offset)
-            for item in batch:
-                if item.closes:
-                    return
-                offset = item.offset + 1
-                yield item.offset, item.get_value()
-            if len(batch) == STREAM_BATCH:
-                continue
-            if not follow or finished:
-                return
-            assert isinstance(waiter, Waiter)
-            waiter.sleep()
-
-
-def read_stream(run_id: Any, key: str, offset: int = 0, follow: bool = False) -> Iterator[Any]:
+def read_stream(
+    run_id: Any,
+    key: str,
+    offset: int = 0,
+    follow: bool = False,
+    *,
+    timeout: float | timedelta | None = None,
+) -> Iterator[Any]:
     """Yield the values of stream ``key`` from ``offset``, in order.
 
-    With ``follow``, block for new values until the stream is closed or the run ends.
+    With ``follow``, block for new values until the stream is closed, the run ends, or
+    ``timeout`` passes.
     """
-    return (value for _, value in stream_items(run_id, key, offset, follow))
+    return (value for _, value in stream_items(run_id, key, offset, follow, timeout=timeout))
 
 
 async def astream_items(
-    run_id: Any, key: str, offset: int = 0, follow: bool = False
+    run_id: Any,
+    key: str,
+    offset: int = 0,
+    follow: bool = False,
+    *,
+    timeout: float | timedelta | None = None,
 ) -> AsyncIterator[tuple[int, Any]]:
     """Yield ``(offset, value)`` of stream ``key`` (async; holds no thread while waiting)."""
     if offset < 0:
         raise ValueError("offset= cannot be negative.")
     run = await sync_to_async(_get)(run_id)
-    waiter = AsyncWaiter([f"s:{run.pk}", f"r:{run.pk}"]) if follow else None
-    with waiter or contextlib.nullcontext():
-        while True:
-            finished = follow and await sync_to_async(run_finished)(run)
-            batch = await sync_to_async(stream_batch)(run, key, offset)
-            for item in batch:
-                if item.closes:
-                    return
-                offset = item.offset + 1
-                yield item.offset, item.get_value()
-            if len(batch) == STREAM_BATCH:
-                continue
-            if waiter is None or finished:
-                return
-            await waiter.asleep()
+    seconds = None if timeout is None else _seconds(timeout)
+    async for poll in apoll_stream(run, key, offset, follow=follow, max_seconds=seconds):
+        for item in poll.items:
+            yield item.offset, item.get_value()
 
 
 async def aread_stream(
-    run_id: Any, key: str, offset: int = 0, follow: bool = False
+    run_id: Any,
+    key: str,
+    offset: int = 0,
+    follow: bool = False,
+    *,
+    timeout: float | timedelta | None = None,
 ) -> AsyncIterator[Any]:
     """Yield the values of stream ``key`` from ``offset`` (async)."""
-    async for _, value in astream_items(run_id, key, offset, follow):
+    async for _, value in astream_items(run_id, key, offset, follow, timeout=timeout):
         yield value

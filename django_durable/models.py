@@ -227,8 +227,8 @@ class Event(models.Model):
     data = models.JSONField(null=True, blank=True)
     source = models.CharField(max_length=255, blank=True, default="")
     type = models.CharField(max_length=255, blank=True, default="")
-    # The same key emits once (a webhook or CloudEvent delivered twice).
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The same key emits once per name (a webhook or CloudEvent delivered twice).
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now)
     # The run that emitted it with ctx.emit_event(), if one did.
     run = models.ForeignKey(
@@ -238,7 +238,18 @@ class Event(models.Model):
     class Meta:
         db_table = "durable_event"
         ordering = ("-id",)
-        indexes = (models.Index(fields=("name", "-id"), name="durable_event_name"),)
+        constraints = (
+            models.UniqueConstraint(
+                fields=("name", "idempotency_key"),
+                condition=Q(idempotency_key__isnull=False),
+                name="durable_event_idempotency",
+            ),
+        )
+        indexes = (
+            models.Index(fields=("name", "-id"), name="durable_event_name"),
+            # Pruning: oldest first.
+            models.Index(fields=("created_at",), name="durable_event_created"),
+        )
 
     def __str__(self) -> str:
         return f"{self.name} #{self.id}"
@@ -321,6 +332,8 @@ class StreamItem(models.Model):
     value = models.JSONField(null=True, blank=True)
     # The row written by ctx.close_stream(): no value, the offset after the last item.
     closes = models.BooleanField(default=False)
+    # The position of the operation that wrote it (a workflow retry rewinds from there).
+    position = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -6,13 +6,20 @@ import dataclasses
 import random
 from typing import Any
 
-from .exceptions import FatalError, NonDeterministicWorkflow, RetryableError, SerializationError
+from .exceptions import (
+    EventDataInvalid,
+    FatalError,
+    NonDeterministicWorkflow,
+    RetryableError,
+    SerializationError,
+)
 
 # Errors that retrying the same code cannot fix.
 NEVER_RETRIED: tuple[type[BaseException], ...] = (
     FatalError,
     NonDeterministicWorkflow,
     SerializationError,
+    EventDataInvalid,  # the recorded event does not change
 )
 
 

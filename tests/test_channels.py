@@ -444,3 +444,82 @@ def drain_until(worker: Worker, predicate, timeout: float = 10.0) -> None:
 
 def drain_until_waiting(worker: Worker, *handles: durable.RunHandle) -> None:
     drain_until(worker, lambda: all(status(h) == RunStatus.WAITING for h in handles))
+
+
+# --- workflow retries rewind what the rewound operations wrote ----------------------------
+
+
+def test_a_workflow_retry_undoes_the_channel_writes_it_rewinds(run_all):
+    handle = wf.retry_rewinds_channels.start()
+    durable.send(handle.id, "m1", topic="in")
+    run_all()
+    # The message the failed attempt took was handed back and taken by the retry.
+    assert handle.result(timeout=1) == "m1"
+    assert handle.refresh().model.attempt == 2
+    message = Message.objects.get(run_id=handle.id)
+    assert message.consumed_position is not None
+    # The failed attempt's stream item and value are gone; the retry's item has offset 0.
+    assert list(durable.read_stream(handle.id, "out")) == ["written by the retry"]
+    assert handle.values() == {}
+    # The event it emitted was already broadcast; running the emit again emitted nothing.
+    assert Event.objects.filter(name="rewind-test").count() == 1
+
+
+def test_event_idempotency_keys_are_per_name():
+    first = durable.emit_event("a", 1, idempotency_key="k")
+    assert durable.emit_event("a", 2, idempotency_key="k") == first
+    other = durable.emit_event("b", 3, idempotency_key="k")
+    assert other != first
+    assert Event.objects.count() == 2
+
+
+def test_invalid_event_data_is_never_retried(run_all):
+    handle = wf.typed_event_retried.start("pay:invalid")
+    durable.emit_event("pay:invalid", {"amount": "lots"})
+    run_all()
+    run = handle.refresh().model
+    assert run.status == RunStatus.FAILED
+    assert run.attempt == 1
+    assert run.error["type"] == "django_durable.exceptions.EventDataInvalid"
+
+
+def test_prune_deletes_old_events_too():
+    from django.utils import timezone
+
+    old = durable.emit_event("old", 1)
+    recent = durable.emit_event("recent", 2)
+    Event.objects.filter(pk=old).update(created_at=timezone.now() - dt.timedelta(days=10))
+    durable.prune(older_than=dt.timedelta(days=1))
+    assert list(Event.objects.values_list("id", flat=True)) == [recent]
+
+
+def test_following_a_stream_stops_at_its_timeout():
+    handle = wf.receives.start(1)  # writes nothing, waits forever
+    started = time.monotonic()
+    assert list(durable.read_stream(handle.id, "out", follow=True, timeout=0.5)) == []
+    assert 0.5 <= time.monotonic() - started < 5
+
+
+def test_a_quiet_follower_gives_its_connection_back(monkeypatch, settings):
+    from django_durable import exchange
+
+    released = []
+    monkeypatch.setattr(exchange, "RELEASE_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(exchange, "_release_connection", lambda: released.append(1))
+    handle = wf.receives.start(1)
+    list(durable.read_stream(handle.id, "out", follow=True, timeout=1.0))
+    assert released
+
+
+def test_watch_value_waits_for_a_newer_version(worker):
+    from django_durable.exchange import watch_value
+
+    handle = wf.publishes.start(2)
+    assert watch_value(handle.id, "last") is None
+    drain(worker)
+    newest = watch_value(handle.id, "last")
+    assert newest.value == {"index": 1}
+    # Nothing newer, and the run finished: no waiting for what will never come.
+    started = time.monotonic()
+    assert watch_value(handle.id, "last", after=newest.version, timeout=30) is None
+    assert time.monotonic() - started < 5

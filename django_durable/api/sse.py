@@ -3,114 +3,71 @@
 Each event is ``id: <offset>`` plus ``data: <json>``; a client that reconnects with
 ``Last-Event-ID`` resumes after it. The stream ends with ``event: close`` when the run
 closed it, ``event: end`` when the run finished, or after API_STREAM_SECONDS (the
-browser reconnects and resumes). Between polls the database connection is released,
-so an open stream does not hold one. Under ASGI the events come from an async
-generator (a sync one would be buffered); under WSGI from a sync one.
+browser reconnects and resumes). A quiet follower gives back its database connection
+(see ``exchange.poll_stream``) and sends a keep-alive comment every 15 seconds. Under
+ASGI the frames come from an async generator (a sync one would be buffered), under
+WSGI from a sync one.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 
-from asgiref.sync import sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections
 
 from ..conf import get_settings
-from ..exchange import run_finished, stream_batch
-from ..models import Run, StreamItem
-from ..notify import AsyncWaiter, Waiter
+from ..exchange import StreamPoll, apoll_stream, poll_stream
+from ..models import Run
 
 # Seconds of silence after which a comment line keeps proxies from closing the stream.
 KEEPALIVE_SECONDS = 15.0
 
 
-def _frames(batch: list[StreamItem]) -> tuple[list[bytes], int | None, bool]:
-    """Turn rows into SSE frames; return them, the next offset, and whether it closed."""
-    frames: list[bytes] = []
-    next_offset = None
-    for item in batch:
-        if item.closes:
-            frames.append(b"event: close\ndata: {}\n\n")
-            return frames, next_offset, True
-        data = json.dumps(item.get_value(), cls=DjangoJSONEncoder)
-        frames.append(f"id: {item.offset}\ndata: {data}\n\n".encode())
-        next_offset = item.offset + 1
-    return frames, next_offset, False
+def _frames(poll: StreamPoll) -> Iterator[bytes]:
+    """Return the SSE frames of one poll of the stream."""
+    if poll.kind == "items":
+        for item in poll.items:
+            data = json.dumps(item.get_value(), cls=DjangoJSONEncoder)
+            yield f"id: {item.offset}\ndata: {data}\n\n".encode()
+    elif poll.kind == "closed":
+        yield b"event: close\ndata: {}\n\n"
+    elif poll.kind == "ended":
+        yield f"event: end\ndata: {json.dumps({'status': poll.status})}\n\n".encode()
+    else:
+        yield b": keep-alive\n\n"
 
 
-def _end_frame(run: Run) -> bytes:
-    status = (
-        Run.objects.using(get_settings().DATABASE).values_list("status", flat=True).get(pk=run.pk)
-    )
-    return f"event: end\ndata: {json.dumps({'status': status})}\n\n".encode()
-
-
-def _release_connection() -> None:
-    connection = connections[get_settings().DATABASE]
-    if not connection.in_atomic_block:
-        connection.close()
+def _retry() -> bytes:
+    return f"retry: {int(get_settings().POLL_INTERVAL * 1000)}\n\n".encode()
 
 
 def events(run: Run, key: str, offset: int) -> Iterator[bytes]:
     """Yield the SSE frames of stream ``key`` from ``offset`` (for WSGI)."""
-    conf = get_settings()
-    stop_at = time.monotonic() + conf.API_STREAM_SECONDS
-    yield f"retry: {int(conf.POLL_INTERVAL * 1000)}\n\n".encode()
-    with Waiter([f"s:{run.pk}", f"r:{run.pk}"]) as waiter:
-        quiet_since = time.monotonic()
-        while time.monotonic() < stop_at:
-            finished = run_finished(run)
-            batch = stream_batch(run, key, offset)
-            end = _end_frame(run) if finished and not batch else None
-            _release_connection()
-            frames, next_offset, closed = _frames(batch)
-            yield from frames
-            if closed:
-                return
-            if end is not None:
-                yield end
-                return
-            if next_offset is not None:
-                offset, quiet_since = next_offset, time.monotonic()
-                continue
-            if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-                yield b": keep-alive\n\n"
-                quiet_since = time.monotonic()
-            waiter.sleep(KEEPALIVE_SECONDS)
+    yield _retry()
+    polls = poll_stream(
+        run,
+        key,
+        offset,
+        follow=True,
+        max_seconds=get_settings().API_STREAM_SECONDS,
+        idle=KEEPALIVE_SECONDS,
+    )
+    for poll in polls:
+        yield from _frames(poll)
 
 
 async def aevents(run: Run, key: str, offset: int) -> AsyncIterator[bytes]:
     """Yield the SSE frames of stream ``key`` from ``offset`` (for ASGI)."""
-    conf = get_settings()
-    stop_at = time.monotonic() + conf.API_STREAM_SECONDS
-    yield f"retry: {int(conf.POLL_INTERVAL * 1000)}\n\n".encode()
-
-    def poll(offset: int) -> tuple[list[StreamItem], bytes | None]:
-        finished = run_finished(run)
-        batch = stream_batch(run, key, offset)
-        end = _end_frame(run) if finished and not batch else None
-        _release_connection()
-        return batch, end
-
-    with AsyncWaiter([f"s:{run.pk}", f"r:{run.pk}"]) as waiter:
-        quiet_since = time.monotonic()
-        while time.monotonic() < stop_at:
-            batch, end = await sync_to_async(poll)(offset)
-            frames, next_offset, closed = _frames(batch)
-            for frame in frames:
-                yield frame
-            if closed:
-                return
-            if end is not None:
-                yield end
-                return
-            if next_offset is not None:
-                offset, quiet_since = next_offset, time.monotonic()
-                continue
-            if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-                yield b": keep-alive\n\n"
-                quiet_since = time.monotonic()
-            await waiter.asleep(KEEPALIVE_SECONDS)
+    yield _retry()
+    polls = apoll_stream(
+        run,
+        key,
+        offset,
+        follow=True,
+        max_seconds=get_settings().API_STREAM_SECONDS,
+        idle=KEEPALIVE_SECONDS,
+    )
+    async for poll in polls:
+        for frame in _frames(poll):
+            yield frame

@@ -25,7 +25,6 @@ from ..client import start_run
 from ..conf import get_settings
 from ..exceptions import DurableError, RunNotFound
 from ..models import Run, RunValue
-from ..notify import wait_until
 from ..registry import get_workflow
 from . import sse
 from .access import get_access_policy
@@ -263,32 +262,12 @@ class RunValueView(DurableView):
         run = self.visible_run(run_id)
         timeout = self.query_float("timeout", get_settings().API_MAX_WAIT)
         after = self.query_int("after")
-        current = self._newest(run, key)
-        if timeout > 0 and not self._fresh(current, after):
-            keys = [f"v:{run.pk}", f"r:{run.pk}"]
-
-            def check() -> tuple[RunValue | None] | None:
-                newest = self._newest(run, key)
-                if self._fresh(newest, after) or exchange.run_finished(run):
-                    return (newest,)
-                return None
-
-            try:
-                (current,) = wait_until(check, keys=keys, timeout=timeout)
-            except TimeoutError:
-                current = self._newest(run, key)
-        if current is None:
+        found = exchange.watch_value(run.pk, key, after=after, timeout=timeout)
+        if found is None and after is not None:  # nothing newer: answer with what is current
+            found = exchange.watch_value(run.pk, key)
+        if found is None:
             raise ValueNotFound(f"Run {run.pk} has no value {key!r}.")
-        return Response({"key": key, "value": current.get_value(), "version": current.pk})
-
-    @staticmethod
-    def _newest(run: Run, key: str) -> RunValue | None:
-        rows = RunValue.objects.using(get_settings().DATABASE).filter(run_id=run.pk, key=key)
-        return rows.order_by("-id").first()
-
-    @staticmethod
-    def _fresh(value: RunValue | None, after: int | None) -> bool:
-        return value is not None and (after is None or value.pk > after)
+        return Response({"key": key, "value": found.value, "version": found.version})
 
 
 class RunStreamView(DurableView):

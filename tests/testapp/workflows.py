@@ -417,3 +417,34 @@ def http_receives(ctx: durable.Context, label: str = "") -> dict:
 @durable.workflow(name="tests.http_fails", http_start=True)
 def http_fails(ctx: durable.Context) -> None:
     raise ValueError("secret internals")
+
+
+@durable.workflow(name="tests.retry_rewinds_channels", max_attempts=2)
+def retry_rewinds_channels(ctx: durable.Context) -> object:
+    """Attempt 1 fails after writing to every channel; attempt 2 must not see those writes."""
+
+    def flaky() -> int:
+        if executed(ctx.run_id, "flaky") == 1:
+            raise RuntimeError("first attempt fails")
+        return 1
+
+    error = None
+    try:
+        ctx.step("flaky", flaky)
+    except RuntimeError as exc:
+        error = exc
+    ctx.emit_event("rewind-test", {"failed": error is not None})  # same position both times
+    if error is not None:
+        ctx.write_stream("out", "written by the failed attempt")
+        ctx.set_value("seen", ctx.recv("in"))
+        raise error
+    message = ctx.recv("in")
+    ctx.write_stream("out", "written by the retry")
+    return message
+
+
+@durable.workflow(name="tests.typed_event_retried", max_attempts=3)
+def typed_event_retried(ctx: durable.Context, name: str) -> dict:
+    from .payloads import Payment
+
+    return {"amount": ctx.wait_for_event(name, model=Payment).data.amount}
