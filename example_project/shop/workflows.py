@@ -73,7 +73,7 @@ def ship(run_id: str, order_id: int, parcel: uuid.UUID) -> str:
     return tracking
 
 
-@durable.workflow(name="shop.fulfill_order")
+@durable.workflow(name="shop.fulfill_order", http_start=True)
 def fulfill_order(ctx: durable.Context, order_id: int) -> dict[str, Any]:
     """Reserve the items, charge the customer, wait for the warehouse, ship the parcel."""
     # ``ctx.run_id`` is passed only so that the bodies can write their StepLog rows.
