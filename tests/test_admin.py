@@ -13,7 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_durable.models import Run, WorkerProcess
+import django_durable as durable
+from django_durable import display
+from django_durable.channels import progress
+from django_durable.models import Event, Message, Run, RunValue, StreamItem, WorkerProcess
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,27 +123,45 @@ def test_the_date_hierarchy_drills_down(superuser, client, runs):
     assert listed(page(client.get(CHANGELIST, {"created_at__year": today.year - 1})), runs) == set()
 
 
+def page_queries(queries, table: str) -> list[str]:
+    """Return the captured queries that read the rows of a changelist page of ``table``."""
+    return [q["sql"] for q in queries if q["sql"].startswith(f'SELECT "{table}"."id", ')]
+
+
+def on_table(queries, table: str) -> list[str]:
+    """Return the captured queries that read ``table``."""
+    return [query["sql"] for query in queries if f'FROM "{table}"' in query["sql"]]
+
+
 def test_the_changelist_query_count_does_not_grow_with_the_runs(
     superuser, client, run_all, django_assert_max_num_queries
 ):
     def make(count: int) -> None:
+        # Every other run publishes progress (2 of 2: 100%), the others have none.
         for index in range(count):
-            wf.add.start(index, 1)
+            if index % 2:
+                wf.add.start(index, 1)
+            else:
+                wf.publishes.start(2)
         run_all()
 
     make(3)
     client.get(CHANGELIST)  # warm up: session, content types
     with CaptureQueriesContext(connection) as few:
-        assert client.get(CHANGELIST).status_code == 200
+        assert page(client.get(CHANGELIST)).count('<progress max="100" value="100"') == 2
     make(27)
     with django_assert_max_num_queries(len(few)) as many:
         content = page(client.get(CHANGELIST))
-    assert content.count("tests.add") >= 30
+    assert content.count("tests.add") + content.count("tests.publishes") >= 30
+    # The progress column: one query for the page's runs, on both pages.
+    assert content.count('<progress max="100" value="100"') == 16
+    assert len(on_table(few.captured_queries, "durable_value")) == 1
+    assert len(on_table(many.captured_queries, "durable_value")) == 1
     # No full COUNT(*) next to the filtered one (show_full_result_count = False).
     assert sum("COUNT(*)" in query["sql"].upper() for query in many.captured_queries) <= 1
     # The big JSON columns are not read for the list.
-    page_query = next(q["sql"] for q in many.captured_queries if "LIMIT" in q["sql"])
-    assert '"durable_run"."input"' not in page_query
+    (page_query,) = page_queries(many, "durable_run")
+    assert '"durable_run"."input"' not in page_query and '"durable_run"."status"' in page_query
 
 
 # --- change view ------------------------------------------------------------------------
@@ -260,3 +281,314 @@ def test_the_worker_admin_lists_workers_and_whether_they_are_alive(superuser, cl
     detail = page(client.get(reverse("admin:django_durable_workerprocess_change", args=["lost-1"])))
     assert "web-c" in detail and 'name="_save"' not in detail
     assert client.get(reverse("admin:django_durable_workerprocess_add")).status_code == 403
+
+
+# --- what runs publish and receive ----------------------------------------------------------
+
+
+def section(content: str, title: str) -> str:
+    """Return the fieldset of a change page titled ``title``."""
+    start = content.index(f">{title}</h2>")
+    return content[start : content.index("</fieldset>", start)]
+
+
+def test_progress_is_read_from_set_progress_values_only():
+    one_third = display.Progress.from_value(progress(1, 3, "one"))
+    assert one_third is not None and one_third.percent == 33.3
+    assert one_third.describe() == "1 / 3 (33.3%) · one"
+    assert display.Progress.from_value(progress(5, None, "")).describe() == "5"
+    assert display.Progress.from_value({"percent": 140}).describe() == "100%"
+    for other in (None, 3, "x", [1], {}, {"done": "many"}, {"done": True}, {"message": "hi"}):
+        assert display.Progress.from_value(other) is None
+
+
+def test_the_changelist_shows_a_progress_without_total_as_a_count(superuser, client, runs):
+    RunValue.objects.create(
+        run_id=runs["pending"], key="progress", value=progress(5, None, "rows"), position=1
+    )
+    RunValue.objects.create(run_id=runs["added"], key="progress", value="not one", position=1)
+    RunValue.objects.create(
+        run_id=runs["failed"], key="progress", value=progress(1, 3, "old"), position=1
+    )
+    RunValue.objects.create(
+        run_id=runs["failed"], key="progress", value=progress(2, 3, "new"), position=2
+    )
+    content = page(client.get(CHANGELIST))
+    ids = re.findall(r'<th class="field-short_id"><a href="[^"]*"><span title="([^"]+)"', content)
+    columns = re.findall(r'<td class="field-progress_column">(.*?)</td>', content)
+    cells = dict(zip(ids, columns, strict=True))
+    assert cells[runs["pending"]] == "5 · rows"
+    assert cells[runs["added"]] == "-"
+    assert 'title="2 / 3 (66.7%) · new"><progress max="100" value="66.7"' in cells[runs["failed"]]
+
+
+def test_the_change_view_shows_progress_values_messages_and_streams(superuser, client, run_all):
+    handle = wf.async_channels.start("doc-1")
+    durable.emit_event("doc-1", "ready")
+    message_id = durable.send(handle.id, {"sku": "A-1"}, topic="go")
+    run_all()
+    content = page(client.get(change_url(handle.id)))
+    # set_progress(1, 2, "half"): a bar at 50%.
+    assert (
+        '<progress max="100" value="50" style="width: 20em">50%</progress> 1 / 2 (50%) · half'
+        in (content)
+    )
+    values = section(content, "Values")
+    assert "<td>progress</td>" in values
+    assert '"percent": 50.0' in values and '"message": "half"' in values
+    messages = section(content, "Messages")
+    cells = re.findall(r"<td>(.*?)</td>", messages)
+    assert cells[0] == str(message_id) and cells[1] == "go"
+    assert cells[3].endswith(" at position 1")  # taken by the recv at position 1
+    assert cells[4] == '{"sku": "A-1"}'
+    streams = section(content, "Streams")
+    assert re.findall(r"<td>(.*?)</td>", streams) == ["out", "1", "closed", "0"]
+    assert "Wakes on:" not in content  # not waiting
+
+
+def test_sections_a_run_does_not_have_are_left_out(superuser, client, runs):
+    content = page(client.get(change_url(runs["added"])))
+    for title in ("Values", "Messages", "Streams"):
+        assert f">{title}</h2>" not in content
+    assert "<progress" not in content
+
+
+def test_the_change_view_shows_an_open_stream_and_pending_messages(superuser, client, worker):
+    open_stream = wf.streams.start(3, close=False)
+    waiting = wf.receives.start(2, "orders")
+    drain_waiting = [worker.run_once() for _ in range(3)]
+    assert any(drain_waiting)
+    content = page(client.get(change_url(open_stream.id)))
+    assert re.findall(r"<td>(.*?)</td>", section(content, "Streams")) == ["out", "3", "open", "2"]
+    assert Run.objects.get(pk=waiting.id).status == "waiting"
+    content = page(client.get(change_url(waiting.id)))
+    assert "event 'orders'" not in content
+    assert "waiting for a message on topic orders" in content
+    durable.send(waiting.id, [1, 2], topic="other")
+    cells = re.findall(
+        r"<td>(.*?)</td>", section(page(client.get(change_url(waiting.id))), "Messages")
+    )
+    assert cells[1:] == ["other", cells[2], "pending", "[1, 2]"]
+
+
+def test_the_change_view_says_which_event_a_run_waits_for(superuser, client, worker):
+    handle = wf.waits_event.start("approved:doc-7")
+    worker.run_once()
+    content = page(client.get(change_url(handle.id)))
+    assert "event 'approved:doc-7'" in content  # waiting_for
+    assert "Wakes on:" in content and "waiting for event approved:doc-7" in content
+    untopical = wf.receives.start(1)
+    worker.run_once()
+    content = page(client.get(change_url(untopical.id)))
+    assert "waiting for a message<" in content
+
+
+def test_big_payloads_are_cut_and_long_lists_are_bounded(superuser, client, runs):
+    run_id = runs["pending"]
+    RunValue.objects.create(run_id=run_id, key="big", value="x" * 10_000, position=1)
+    for index in range(60):
+        durable.send(run_id, {"index": index, "padding": "y" * 200})
+    content = page(client.get(change_url(run_id)))
+    values = section(content, "Values")
+    assert "x" * 1990 in values and "x" * 2001 not in values and "x…" in values
+    messages = section(content, "Messages")
+    assert "The newest 50 of 60 messages." in messages
+    assert f"?q={run_id}" in messages
+    assert messages.count("<tr>") == 51  # the header and 50 messages
+    # Cut in the database: the JSON text as stored (jsonb spaces it, SQLite does not).
+    assert re.search(r'<td>\{"index": ?59, ?"padding": ?"y{40,}…</td>', messages)
+    assert "y" * 100 not in messages
+    assert '{"index": 9,' not in messages
+
+
+def test_the_change_view_query_count_does_not_grow_with_what_a_run_published(
+    superuser, client, runs
+):
+    def publish(run_id: str, count: int) -> None:
+        RunValue.objects.bulk_create(
+            RunValue(run_id=run_id, key=f"k{index}", value=index, position=index)
+            for index in range(count)
+        )
+        StreamItem.objects.bulk_create(
+            StreamItem(run_id=run_id, key=f"s{index % 150}", offset=index // 150, value=index)
+            for index in range(count * 2)
+        )
+        for index in range(count):
+            durable.send(run_id, index)
+
+    publish(runs["added"], 1)
+    publish(runs["pending"], 150)
+    client.get(change_url(runs["added"]))  # warm up
+    with CaptureQueriesContext(connection) as few:
+        few_page = page(client.get(change_url(runs["added"])))
+    with CaptureQueriesContext(connection) as many:
+        many_page = page(client.get(change_url(runs["pending"])))
+    assert "The first 100 keys, by name." in many_page
+    assert "The first 100 streams, by key." in many_page
+    assert "The first 100" not in few_page
+    # The progress bar and the values table: one query each.
+    assert len(on_table(few, "durable_value")) == len(on_table(many, "durable_value")) == 2
+    assert len(on_table(few, "durable_stream")) == len(on_table(many, "durable_stream")) == 1
+    # The newest 50 messages, and a count only when there are more.
+    assert len(on_table(few, "durable_message")) == 1
+    assert len(on_table(many, "durable_message")) == 2
+    assert len(many) == len(few) + 1
+
+
+# --- events and messages ----------------------------------------------------------------
+
+EVENTS = reverse("admin:django_durable_event_changelist")
+MESSAGES = reverse("admin:django_durable_message_changelist")
+
+
+@pytest.fixture
+def events(run_all):
+    emitted = wf.emits.start("orders.shipped:7")
+    run_all()
+    return {
+        "confirmed-1": durable.emit_event("payment.confirmed:1", {"amount": 10}, type="paid"),
+        "confirmed-12": durable.emit_event("payment.confirmed:12", None, source="psp"),
+        "refunded": durable.emit_event("payment.refunded:1", [1], type="refund"),
+        "shipped": Event.objects.get(name="orders.shipped:7").pk,
+        "run": emitted.id,
+    }
+
+
+def event_ids(content: str, model: str = "event") -> set[int]:
+    """Return the ids of the events (or messages) a changelist page links to."""
+    return {int(pk) for pk in re.findall(rf'href="/admin/django_durable/{model}/(\d+)/', content)}
+
+
+def message_ids(content: str) -> set[int]:
+    return event_ids(content, "message")
+
+
+def test_the_event_admin_lists_events_newest_first_with_their_run(superuser, client, events):
+    content = page(client.get(EVENTS))
+    for text in ("payment.confirmed:1", "payment.refunded:1", "psp", "paid", "refund"):
+        assert text in content
+    assert content.index("payment.refunded:1") < content.index("payment.confirmed:12")
+    assert change_url(events["run"]) in content  # the run that emitted orders.shipped:7
+    assert event_ids(content) == {events[name] for name in events if name != "run"}
+    assert "Add event" not in content
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"q": "payment.confirmed:1"}, {"confirmed-1"}),
+        ({"q": "payment.confirmed:*"}, {"confirmed-1", "confirmed-12"}),
+        ({"q": "payment.*"}, {"confirmed-1", "confirmed-12", "refunded"}),
+        ({"q": "payment"}, set()),
+        ({"q": "*"}, {"confirmed-1", "confirmed-12", "refunded", "shipped"}),
+        ({"type": "paid"}, {"confirmed-1"}),
+        ({"type": "refund", "q": "payment.*"}, {"refunded"}),
+    ],
+)
+def test_the_event_admin_searches_names_and_filters_types(
+    superuser, client, events, query, expected
+):
+    content = page(client.get(EVENTS, query))
+    assert event_ids(content) == {events[name] for name in expected}
+
+
+def test_the_event_admin_finds_an_event_by_id_and_offers_recent_types(superuser, client, events):
+    assert event_ids(page(client.get(EVENTS, {"q": str(events["refunded"])}))) == {
+        events["refunded"]
+    }
+    content = page(client.get(EVENTS))
+    for type_ in ("paid", "refund", "demo"):
+        assert f"?type={type_}" in content
+
+
+def test_events_are_read_only_and_only_superusers_delete_them(superuser, client, events):
+    url = reverse("admin:django_durable_event_change", args=[events["confirmed-1"]])
+    content = page(client.get(url))
+    assert '"amount": 10' in content and 'name="_save"' not in content
+    assert client.post(url, {"name": "changed"}).status_code == 403
+    assert client.get(reverse("admin:django_durable_event_add")).status_code == 403
+    delete = reverse("admin:django_durable_event_delete", args=[events["confirmed-1"]])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+    assert not Event.objects.filter(pk=events["confirmed-1"]).exists()
+
+
+def test_staff_may_view_events_and_messages_but_not_delete_them(staff, client, events):
+    assert client.get(EVENTS).status_code == 403
+    grant(staff, "view_event", "delete_event", "view_message", "delete_message")
+    assert event_ids(page(client.get(EVENTS))) == {events[n] for n in events if n != "run"}
+    delete = reverse("admin:django_durable_event_delete", args=[events["refunded"]])
+    assert client.get(delete).status_code == 403
+    assert page(client.get(MESSAGES))
+
+
+@pytest.fixture
+def messages(worker):
+    """Two messages to a run, one of them taken by its recv, and one to another run."""
+    waiting = wf.receives.start(1, "orders")
+    other = wf.add.start(1, 2)
+    taken = durable.send(waiting.id, {"sku": "A"}, topic="orders")
+    pending = durable.send(waiting.id, {"sku": "B"}, topic="orders")
+    elsewhere = durable.send(other.id, "hello")
+    worker.run_once()
+    return {
+        "taken": taken,
+        "pending": pending,
+        "elsewhere": elsewhere,
+        "run": waiting.id,
+        "other": other.id,
+    }
+
+
+def test_the_message_admin_lists_messages_and_whether_they_were_taken(superuser, client, messages):
+    content = page(client.get(MESSAGES))
+    ids = {messages[name] for name in ("taken", "pending", "elsewhere")}
+    assert message_ids(content) == ids
+    assert change_url(messages["run"]) in content and change_url(messages["other"]) in content
+    assert "at position 0" in content and "pending" in content
+    assert "Add message" not in content and "delete_selected" not in content
+    consumed = page(client.get(MESSAGES, {"consumed": "yes"}))
+    assert message_ids(consumed) == {messages["taken"]}
+    pending = page(client.get(MESSAGES, {"consumed": "no"}))
+    assert message_ids(pending) == {messages["pending"], messages["elsewhere"]}
+    by_run = page(client.get(MESSAGES, {"q": messages["run"]}))
+    assert message_ids(by_run) == {messages["taken"], messages["pending"]}
+    assert message_ids(page(client.get(MESSAGES, {"q": str(messages["elsewhere"])}))) == {
+        messages["elsewhere"]
+    }
+    assert message_ids(page(client.get(MESSAGES, {"q": "orders"}))) == set()
+
+
+def test_messages_are_read_only_even_for_superusers(superuser, client, messages):
+    url = reverse("admin:django_durable_message_change", args=[messages["pending"]])
+    content = page(client.get(url))
+    assert '"sku": "B"' in content and "orders" in content and 'name="_save"' not in content
+    assert client.post(url, {"topic": "x"}).status_code == 403
+    assert client.get(reverse("admin:django_durable_message_add")).status_code == 403
+    delete = reverse("admin:django_durable_message_delete", args=[messages["pending"]])
+    assert client.get(delete).status_code == 403
+    assert Message.objects.filter(pk=messages["pending"]).exists()
+
+
+@pytest.mark.parametrize("changelist", [EVENTS, MESSAGES])
+def test_event_and_message_changelists_query_count_does_not_grow(
+    superuser, client, changelist, django_assert_max_num_queries
+):
+    target = wf.add.start(1, 2)
+
+    def make(count: int) -> None:
+        for index in range(count):
+            durable.emit_event(f"tick:{index}", {"index": index}, type=f"t{index % 3}")
+            durable.send(target.id, {"index": index}, topic="ticks")
+
+    model = changelist.split("/")[-2]
+    make(3)
+    client.get(changelist)  # warm up
+    with CaptureQueriesContext(connection) as few:
+        assert len(event_ids(page(client.get(changelist)), model)) == 3
+    make(27)
+    with django_assert_max_num_queries(len(few)) as many:
+        assert len(event_ids(page(client.get(changelist)), model)) == 30
+    # No full COUNT(*), no payloads read for the list.
+    assert sum("COUNT(*)" in query["sql"].upper() for query in many.captured_queries) == 1
+    (page_query,) = page_queries(many, f"durable_{model}")
+    assert '"data"' not in page_query

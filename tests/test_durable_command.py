@@ -22,7 +22,7 @@ from django.utils import timezone
 import django_durable as durable
 from django_durable.conf import get_settings
 from django_durable.management.commands.durable import parse_duration
-from django_durable.models import Run, RunStatus, Step, WorkerProcess
+from django_durable.models import Event, Message, Run, RunStatus, Step, WorkerProcess
 from django_durable.worker import Worker
 from tests.conftest import ROOT, drain, wait_for
 from tests.testapp import workflows as wf
@@ -267,6 +267,235 @@ def test_an_idempotency_key_of_another_workflow_is_a_command_error():
         durable_cmd("start", "tests.values", "--idempotency-key", "k")
 
 
+# --- send / emit / events ------------------------------------------------------------------
+
+
+def test_send_delivers_a_message_that_the_run_receives(worker):
+    handle = wf.receives.start(2, "orders")
+    worker.run_once()
+    first = durable_cmd("send", handle.id, '{"sku": "A-1", "qty": 2}', "--topic", "orders")
+    second = durable_cmd("send", handle.id, "[1, 2]", "--topic", "orders", "--idempotency-key", "k")
+    again = durable_cmd(
+        "send", handle.id, '"ignored"', "--topic", "orders", "--idempotency-key", "k"
+    )
+    assert again == second and int(first) < int(second)
+    drain(worker)
+    assert handle.result(timeout=1) == [{"sku": "A-1", "qty": 2}, [1, 2]]
+    assert Message.objects.filter(run_id=handle.id).count() == 2
+
+
+def test_send_without_a_topic_and_with_json_scalars():
+    handle = wf.add.start(1, 2)
+    for text, expected in [("null", None), ("3.5", 3.5), ('"hi"', "hi"), ("false", False)]:
+        message = Message.objects.get(pk=int(durable_cmd("send", handle.id, text)))
+        assert message.get_data() == expected and message.topic == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope", "1"], r"'nope' is not a run id \(run ids are UUIDs\)"),
+        ([str(uuid.UUID(int=7)), "1"], r"No run has the id '00000000-0000-0000-0000-000000000007'"),
+        (["RUN", "{'a': 1}"], r"MESSAGE_JSON is not valid JSON \(Expecting property name"),
+        (["RUN", "[1,"], r"MESSAGE_JSON is not valid JSON"),
+        (["RUN", "1", "--topic", ""], r"A message topic name must be a non-empty string"),
+        (["RUN", "1", "--topic", "t" * 201], r"A message topic name must be a non-empty string"),
+        (["RUN", '"\\u0000"'], r"NUL character"),
+        (["RUN", "1", "--idempotency-key", "k" * 256], r"idempotency_key= must be a string"),
+    ],
+)
+def test_send_refuses_bad_input_with_a_clear_error(args, message):
+    handle = wf.add.start(1, 2)
+    args = [handle.id if arg == "RUN" else arg for arg in args]
+    with pytest.raises(CommandError, match=message):
+        durable_cmd("send", *args)
+    assert not Message.objects.exists()
+
+
+def test_send_and_emit_refuse_a_payload_over_the_limit(settings):
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "MAX_PAYLOAD_BYTES": 100}
+    handle = wf.add.start(1, 2)
+    big = json.dumps("x" * 200)
+    with pytest.raises(
+        CommandError, match=r"The message is 202 bytes of JSON, over the limit of 100"
+    ):
+        durable_cmd("send", handle.id, big)
+    with pytest.raises(CommandError, match=r"The data of event 'big' is 202 bytes of JSON"):
+        durable_cmd("emit", "big", big)
+    assert not Message.objects.exists() and not Event.objects.exists()
+
+
+def test_emit_wakes_a_waiting_run(worker):
+    handle = wf.waits_event.start("approved:doc-7")
+    worker.run_once()
+    output = durable_cmd(
+        "emit", "approved:doc-7", '{"by": "ada"}', "--source", "cli", "--type", "approval"
+    )
+    drain(worker)
+    result = handle.result(timeout=1)
+    assert result["id"] == int(output)
+    assert (result["data"], result["source"], result["type"]) == ({"by": "ada"}, "cli", "approval")
+
+
+def test_emit_without_data_stores_null():
+    event = Event.objects.get(pk=int(durable_cmd("emit", "tick")))
+    assert (event.name, event.get_data(), event.source, event.type) == ("tick", None, "", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([""], r"event name must be a non-empty string"),
+        (["e" * 201], r"event name must be a non-empty string"),
+        (["tick", "{nope}"], r"DATA_JSON is not valid JSON"),
+        (["tick", "1", "--source", "s" * 256], r"source= must be a string of at most 255"),
+        (["tick", "[" * 100_000 + "]" * 100_000], r"DATA_JSON is nested too deeply|not valid JSON"),
+    ],
+)
+def test_emit_refuses_bad_input_with_a_clear_error(args, message):
+    with pytest.raises(CommandError, match=message):
+        durable_cmd("emit", *args)
+    assert not Event.objects.exists()
+
+
+@pytest.fixture
+def emitted(run_all):
+    handle = wf.emits.start("orders.shipped:7")
+    run_all()
+    return {
+        "shipped": Event.objects.get(name="orders.shipped:7").pk,
+        "paid-1": durable.emit_event("payment.confirmed:1", {"amount": 10}, type="paid"),
+        "paid-12": durable.emit_event("payment.confirmed:12", "x" * 500, source="psp"),
+        "refund": durable.emit_event("payment.refunded:1"),
+        "run": handle.id,
+    }
+
+
+def test_events_lists_the_newest_first(emitted):
+    lines = durable_cmd("events").splitlines()
+    assert lines[0].split() == ["ID", "NAME", "TYPE", "SOURCE", "CREATED", "RUN", "DATA"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [
+        emitted["refund"], emitted["paid-12"], emitted["paid-1"], emitted["shipped"]
+    ]  # fmt: skip
+    rows = {int(line.split()[0]): line for line in lines[1:]}
+    assert rows[emitted["paid-1"]].split()[1:4] == ["payment.confirmed:1", "paid", "-"]
+    assert rows[emitted["paid-1"]].endswith('{"amount": 10}')
+    assert rows[emitted["paid-12"]].endswith("x…") and "x" * 100 not in rows[emitted["paid-12"]]
+    assert emitted["run"] in rows[emitted["shipped"]]
+    assert rows[emitted["refund"]].endswith("null")
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--name", "payment.confirmed:1"], ["paid-1"]),
+        (["--name", "payment.*"], ["refund", "paid-12", "paid-1"]),
+        (["--name", "payment.confirmed:*", "--limit", "1"], ["paid-12"]),
+        (["--name", "nothing"], []),
+        (["--limit", "2"], ["refund", "paid-12"]),
+    ],
+)
+def test_events_filters_by_name_and_limits(emitted, args, expected):
+    data = json.loads(durable_cmd("events", "--json", *args))
+    assert [row["id"] for row in data] == [emitted[name] for name in expected]
+
+
+def test_events_json(emitted):
+    data = {row["id"]: row for row in json.loads(durable_cmd("events", "--json"))}
+    paid = data[emitted["paid-1"]]
+    assert paid["name"] == "payment.confirmed:1" and paid["data"] == {"amount": 10}
+    assert (paid["type"], paid["source"], paid["run_id"]) == ("paid", "", None)
+    assert paid["created_at"]
+    assert data[emitted["shipped"]]["run_id"] == emitted["run"]
+    assert data[emitted["paid-12"]]["data"] == "x" * 500  # --json prints it all
+
+
+def test_events_refuses_a_bad_limit():
+    with pytest.raises(CommandError, match="--limit must be at least 1"):
+        durable_cmd("events", "--limit", "0")
+
+
+# --- runs values / runs stream -------------------------------------------------------------
+
+
+def test_runs_values(run_all):
+    handle = wf.publishes.start(3)
+    quiet = wf.add.start(1, 2)
+    run_all()
+    lines = durable_cmd("runs", "values", handle.id).splitlines()
+    assert lines[0].split() == ["KEY", "VALUE"]
+    assert lines[1].split(None, 1) == ["last", '{"index": 2}']
+    key, value = lines[2].split(None, 1)  # jsonb orders the keys its own way
+    assert key == "progress"
+    assert json.loads(value) == {"done": 3, "total": 3, "percent": 100.0, "message": "item 2"}
+    data = json.loads(durable_cmd("runs", "values", handle.id, "--json"))
+    assert data == {
+        "last": {"index": 2},
+        "progress": {"done": 3, "total": 3, "percent": 100.0, "message": "item 2"},
+    }
+    assert durable_cmd("runs", "values", quiet.id).splitlines() == ["KEY  VALUE"]
+    assert json.loads(durable_cmd("runs", "values", quiet.id, "--json")) == {}
+
+
+def test_runs_stream(run_all):
+    handle = wf.streams.start(3)
+    run_all()
+    assert durable_cmd("runs", "stream", handle.id, "out").splitlines() == [
+        '0\t{"index": 0}', '1\t{"index": 1}', '2\t{"index": 2}'
+    ]  # fmt: skip
+    lines = durable_cmd("runs", "stream", handle.id, "out", "--offset", "1", "--json").splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"offset": 1, "value": {"index": 1}},
+        {"offset": 2, "value": {"index": 2}},
+    ]
+    assert durable_cmd("runs", "stream", handle.id, "out", "--offset", "9") == ""
+    assert durable_cmd("runs", "stream", handle.id, "nothing") == ""
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_runs_stream_follow_returns_when_the_run_is_finished(run_all, close):
+    handle = wf.streams.start(2, close=close)
+    run_all()
+    output = durable_cmd("runs", "stream", handle.id, "out", "--follow")
+    assert output.splitlines() == ['0\t{"index": 0}', '1\t{"index": 1}']
+    assert durable_cmd("runs", "stream", handle.id, "other", "--follow") == ""
+
+
+def test_runs_stream_follow_prints_items_as_a_worker_writes_them():
+    handle = wf.streams.start(3, pause=0.1)
+
+    def work() -> None:
+        try:
+            drain(Worker())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        output = durable_cmd("runs", "stream", handle.id, "out", "--follow", "--json")
+    finally:
+        thread.join()
+    assert [json.loads(line)["offset"] for line in output.splitlines()] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("action", [["values"], ["stream", "--follow"]])
+def test_runs_values_and_stream_refuse_unknown_runs(action):
+    sub, *flags = action
+    key = ["out"] if sub == "stream" else []
+    with pytest.raises(CommandError, match=r"'nope' is not a run id"):
+        durable_cmd("runs", sub, "nope", *key, *flags)
+    missing = str(uuid.uuid4())
+    with pytest.raises(CommandError, match=f"No run has the id '{missing}'"):
+        durable_cmd("runs", sub, missing, *key, *flags)
+
+
+def test_runs_stream_refuses_a_negative_offset():
+    handle = wf.add.start(1, 2)
+    with pytest.raises(CommandError, match="--offset cannot be negative"):
+        durable_cmd("runs", "stream", handle.id, "out", "--offset", "-1")
+
+
 # --- workers ----------------------------------------------------------------------------
 
 
@@ -423,6 +652,8 @@ def test_the_retention_setting_must_be_positive_seconds(settings, value):
     [
         (["runs", "show", "nope"], "CommandError: 'nope' is not a run id"),
         (["prune", "--older-than", "soon"], "CommandError: Invalid duration 'soon'"),
+        (["emit", "tick", "{bad"], "CommandError: DATA_JSON is not valid JSON"),
+        (["send", "nope", "1"], "CommandError: 'nope' is not a run id"),
     ],
 )
 def test_bad_input_exits_1_with_a_message_and_no_traceback(args, message):

@@ -1,4 +1,4 @@
-"""``manage.py durable``: inspect runs and workers, start runs, prune finished runs.
+"""``manage.py durable``: inspect runs and workers, start runs, talk to runs, prune.
 
 Every subcommand goes through the public client (``import django_durable``) and edits
 no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is wrong.
@@ -6,83 +6,27 @@ no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is 
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.core.serializers.json import DjangoJSONEncoder
-from django.utils import timezone
 
 import django_durable as durable
 from django_durable import display
 from django_durable.conf import get_settings
 from django_durable.models import Run, WorkerProcess
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Return ``90s``, ``15m``, ``12h``, ``7d`` or a plain number of seconds as a timedelta."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise CommandError(
-            f"Invalid duration {text!r}: give seconds, or a number followed by s, m, h or d "
-            "(90s, 15m, 12h, 7d)."
-        )
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-
-
-def _json_option(text: str | None, kind: type, option: str) -> Any:
-    if text is None:
-        return kind()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{option} is not valid JSON ({exc}): {text!r}") from None
-    if not isinstance(value, kind):
-        found = _JSON_TYPES.get(type(value), "null" if value is None else "a number")
-        raise CommandError(f"{option} must be {_JSON_TYPES[kind]} in JSON, not {found}: {text!r}")
-    return value
-
-
-def _get_run(text: str) -> Run:
-    try:
-        run_id = uuid.UUID(text.strip())
-    except ValueError:
-        raise CommandError(f"{text!r} is not a run id (run ids are UUIDs).") from None
-    try:
-        return durable.get_run(str(run_id)).model
-    except durable.RunNotFound as exc:
-        raise CommandError(str(exc)) from None
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, cls=DjangoJSONEncoder)
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "-"
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return local.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(cell) for cell in row] for row in (headers, *rows)]
-    widths = [max(len(row[index]) for row in cells) for index in range(len(headers))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"  {line}" for line in text.splitlines())
-
+from ._exchange import (
+    add_parsers,
+    dumps,
+    get_run,
+    indent,
+    json_option,
+    parse_duration,
+    table,
+    when,
+)
 
 # Shown by --json, with the model's field names.
 RUN_FIELDS: tuple[str, ...] = ("id", "workflow_name", "status", "queue", "attempt")
@@ -115,7 +59,7 @@ def _run_details(run: Run) -> dict[str, Any]:
 class Command(BaseCommand):
     """Inspect and operate durable workflow runs from the shell."""
 
-    help = "Inspect and operate durable workflow runs: runs, start, workers, prune."
+    help = "Inspect and operate durable workflow runs: runs, start, send, emit, events, prune."
 
     def add_arguments(self, parser: CommandParser) -> None:
         groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -174,6 +118,8 @@ class Command(BaseCommand):
 
         for sub in (runs_list, runs_show, runs_steps, workers):
             sub.add_argument("--json", action="store_true", help="Print JSON.")
+        # send, emit, events, runs values, runs stream.
+        add_parsers(self, groups, runs_commands)
 
     def handle(self, *args: Any, **options: Any) -> None:
         options["handler"](options)
@@ -187,20 +133,20 @@ class Command(BaseCommand):
         )
         runs = [handle.model for handle in handles]
         if options["json"]:
-            self.stdout.write(_dumps([_fields(run, RUN_FIELDS) for run in runs]))
+            self.stdout.write(dumps([_fields(run, RUN_FIELDS) for run in runs]))
             return
         rows = [
-            (run.id, run.workflow_name, run.status, _when(run.created_at), _when(run.finished_at))
+            (run.id, run.workflow_name, run.status, when(run.created_at), when(run.finished_at))
             for run in runs
         ]
-        self.stdout.write(_table(("ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED"), rows))
+        self.stdout.write(table(("ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED"), rows))
 
     def runs_show(self, options: dict[str, Any]) -> None:
         """Show a run: where it is, its input, and its result or error."""
-        run = _get_run(options["run_id"])
+        run = get_run(options["run_id"])
         details = _run_details(run)
         if options["json"]:
-            self.stdout.write(_dumps(details))
+            self.stdout.write(dumps(details))
             return
         facts = [
             ("Run", run.id),
@@ -210,30 +156,30 @@ class Command(BaseCommand):
             ("Queue", f"{run.queue} (priority {run.priority})"),
             ("Attempt", run.attempt),
             ("Idempotency key", run.idempotency_key or "-"),
-            ("Created", _when(run.created_at)),
-            ("Started", _when(run.started_at)),
-            ("Finished", _when(run.finished_at)),
+            ("Created", when(run.created_at)),
+            ("Started", when(run.started_at)),
+            ("Finished", when(run.finished_at)),
             ("Duration", _duration(details["duration_seconds"])),
         ]
         lines = [f"{label + ':':<17}{value}" for label, value in facts]
-        lines += ["Input:", _indent(_dumps(details["input"]))]
+        lines += ["Input:", indent(dumps(details["input"]))]
         if run.status == durable.RunStatus.COMPLETED:
-            lines += ["Result:", _indent(_dumps(details["result"]))]
+            lines += ["Result:", indent(dumps(details["result"]))]
         if run.error:
             lines.append(f"Error:           {display.error_summary(run.error)}")
             if run.error.get("traceback"):
-                lines += ["Traceback:", _indent(str(run.error["traceback"]).rstrip())]
+                lines += ["Traceback:", indent(str(run.error["traceback"]).rstrip())]
         self.stdout.write("\n".join(lines))
 
     def runs_steps(self, options: dict[str, Any]) -> None:
         """List the operations a run recorded, in order."""
-        steps = list(_get_run(options["run_id"]).steps.order_by("position"))
+        steps = list(get_run(options["run_id"]).steps.order_by("position"))
         if options["json"]:
             data = [
                 {**_fields(step, STEP_FIELDS), "result": step.get_result(), "error": step.error}
                 for step in steps
             ]
-            self.stdout.write(_dumps(data))
+            self.stdout.write(dumps(data))
             return
         rows = [
             (
@@ -248,12 +194,12 @@ class Command(BaseCommand):
             for step in steps
         ]
         headers = ("#", "KIND", "NAME", "STATUS", "ATTEMPTS", "DURATION", "RESULT / ERROR")
-        self.stdout.write(_table(headers, rows))
+        self.stdout.write(table(headers, rows))
 
     def start(self, options: dict[str, Any]) -> None:
         """Start a run and print its id; with --wait, its result too."""
-        args = _json_option(options["args_json"], list, "--args")
-        kwargs = _json_option(options["kwargs_json"], dict, "--kwargs")
+        args = json_option(options["args_json"], list, "--args")
+        kwargs = json_option(options["kwargs_json"], dict, "--kwargs")
         for option in ("delay", "wait"):
             if (options[option] or 0) < 0:
                 raise CommandError(f"--{option} cannot be negative.")
@@ -280,7 +226,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         except TimeoutError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(_dumps(result))
+        self.stdout.write(dumps(result))
 
     def workers(self, options: dict[str, Any]) -> None:
         """List worker processes, newest first, and whether each is alive."""
@@ -291,22 +237,22 @@ class Command(BaseCommand):
                 {**_fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker)}
                 for worker in workers
             ]
-            self.stdout.write(_dumps(data))
+            self.stdout.write(dumps(data))
             return
         rows = [
             (
                 worker.id,
                 ",".join(map(str, worker.queues)),
                 worker.concurrency,
-                _when(worker.started_at),
-                _when(worker.last_seen_at),
-                _when(worker.stopped_at),
+                when(worker.started_at),
+                when(worker.last_seen_at),
+                when(worker.stopped_at),
                 "yes" if display.worker_alive(worker) else "no",
             )
             for worker in workers
         ]
         headers = ("ID", "QUEUES", "CONCURRENCY", "STARTED", "LAST SEEN", "STOPPED", "ALIVE")
-        self.stdout.write(_table(headers, rows))
+        self.stdout.write(table(headers, rows))
 
     def prune(self, options: dict[str, Any]) -> None:
         """Delete finished runs older than --older-than (or RETENTION), in batches."""
