@@ -29,8 +29,9 @@ _workflows: dict[str, Workflow[Any, Any]] = {}
 def check_name(name: str, what: str) -> str:
     """Return ``name`` if it can name a workflow or an operation, else raise ``ValueError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+        article = "An" if what[:1] in "aeiou" else "A"
         raise ValueError(
-            f"A {what} name must be a non-empty string of at most {MAX_NAME_LENGTH} "
+            f"{article} {what} name must be a non-empty string of at most {MAX_NAME_LENGTH} "
             f"characters, not {name!r:.60}."
         )
     return name

@@ -337,6 +337,13 @@ def test_emit_wakes_a_waiting_run(worker):
     assert (result["data"], result["source"], result["type"]) == ({"by": "ada"}, "cli", "approval")
 
 
+def test_emit_with_an_idempotency_key_emits_once():
+    first = durable_cmd("emit", "paid:1", "1", "--idempotency-key", "psp-9")
+    again = durable_cmd("emit", "paid:1", "2", "--idempotency-key", "psp-9")
+    assert first == again
+    assert Event.objects.filter(name="paid:1").count() == 1
+
+
 def test_emit_without_data_stores_null():
     event = Event.objects.get(pk=int(durable_cmd("emit", "tick")))
     assert (event.name, event.get_data(), event.source, event.type) == ("tick", None, "", "")
@@ -345,8 +352,8 @@ def test_emit_without_data_stores_null():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([""], r"event name must be a non-empty string"),
-        (["e" * 201], r"event name must be a non-empty string"),
+        ([""], r"An event name must be a non-empty string"),
+        (["e" * 201], r"An event name must be a non-empty string"),
         (["tick", "{nope}"], r"DATA_JSON is not valid JSON"),
         (["tick", "1", "--source", "s" * 256], r"source= must be a string of at most 255"),
         (["tick", "[" * 100_000 + "]" * 100_000], r"DATA_JSON is nested too deeply|not valid JSON"),

@@ -134,6 +134,11 @@ def add_parsers(command: BaseCommand, groups: Any, runs: Any) -> None:
     emit_parser.add_argument("data", metavar="DATA_JSON", nargs="?", help="Its data (null).")
     emit_parser.add_argument("--source", metavar="S", help="Where it comes from.")
     emit_parser.add_argument("--type", metavar="T", help="What kind of event it is.")
+    emit_parser.add_argument(
+        "--idempotency-key",
+        metavar="K",
+        help="Emit once: the same key (per name) returns the first event.",
+    )
     emit_parser.set_defaults(handler=handler(emit))
 
     values_parser = runs.add_parser("values", help="Print the newest value of each key.")
@@ -181,7 +186,11 @@ def emit(out: OutputWrapper, options: dict[str, Any]) -> None:
     data = None if options["data"] is None else json_argument(options["data"], "DATA_JSON")
     try:
         event_id = durable.emit_event(
-            options["name"], data, source=options["source"], type=options["type"]
+            options["name"],
+            data,
+            source=options["source"],
+            type=options["type"],
+            idempotency_key=options["idempotency_key"],
         )
     except (durable.DurableError, ValueError) as exc:
         raise CommandError(str(exc)) from None

@@ -1,0 +1,80 @@
+"""The worker processes admin: which workers run, and which stopped or vanished."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from .. import display
+from ..models import WorkerProcess
+
+
+class AliveFilter(admin.SimpleListFilter):
+    """Workers running now, or stopped and lost ones."""
+
+    title = _("alive")
+    parameter_name = "alive"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        alive = Q(stopped_at__isnull=True, last_seen_at__gte=display.alive_since())
+        if self.value() == "yes":
+            return queryset.filter(alive)
+        if self.value() == "no":
+            return queryset.exclude(alive)
+        return queryset
+
+
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
+    """``run_workflow_worker`` processes, as they last reported themselves."""
+
+    list_display = (
+        "id",
+        "hostname",
+        "pid",
+        "queue_list",
+        "concurrency",
+        "started_at",
+        "last_seen_at",
+        "stopped_at",
+        "alive",
+    )
+    list_filter = (AliveFilter,)
+    search_fields = ("hostname", "=id")
+    ordering = ("-started_at",)
+    readonly_fields = (
+        "id",
+        "hostname",
+        "pid",
+        "queue_list",
+        "concurrency",
+        "started_at",
+        "last_seen_at",
+        "stopped_at",
+        "alive",
+    )
+    fields = readonly_fields
+
+    @admin.display(description=_("queues"))
+    def queue_list(self, worker: WorkerProcess) -> str:
+        return ", ".join(map(str, worker.queues or []))
+
+    @admin.display(description=_("alive"), boolean=True)
+    def alive(self, worker: WorkerProcess) -> bool:
+        return display.worker_alive(worker)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
