@@ -41,6 +41,8 @@ class Claim:
     queue: str
     deadline_at: datetime | None
     db_now: datetime
+    # The run's records, when the claim read them in the same statement (PostgreSQL).
+    records: dict[int, StepRecord] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -211,30 +213,55 @@ def claim_runs(
     )
     returning = "id, workflow_name, input, lease_token, attempt, queue, deadline_at"
     if d.pg:
-        qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
-        sql = (
-            f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
-            f"FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}, now()"
-        )
-    else:
-        sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
-    rows = execute(d, sql, params).rows
+        return _claim_with_records(d, pick, sets, returning, params)
+    sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
     local_now = timezone.now()
-    claims = [
-        Claim(
-            run_id=d.read_uuid(row[0]),
-            workflow_name=row[1],
-            input=row[2],
-            token=int(row[3]),
-            attempt=int(row[4]),
-            queue=row[5],
-            deadline_at=d.read_datetime(row[6]),
-            db_now=row[7] if d.pg else local_now,
-        )
-        for row in rows
-    ]
+    claims = [_claim(d, row, local_now) for row in execute(d, sql, params).rows]
     # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
     return sorted(claims, key=lambda claim: claim.run_id)
+
+
+def _claim(
+    d: Dialect, row: Sequence[Any], db_now: datetime, records: dict[int, StepRecord] | None = None
+) -> Claim:
+    return Claim(
+        run_id=d.read_uuid(row[0]),
+        workflow_name=row[1],
+        input=row[2],
+        token=int(row[3]),
+        attempt=int(row[4]),
+        queue=row[5],
+        deadline_at=d.read_datetime(row[6]),
+        db_now=db_now,
+        records=records,
+    )
+
+
+def _claim_with_records(
+    d: Dialect, pick: str, sets: str, returning: str, params: dict[str, Any]
+) -> list[Claim]:
+    """Claim, and read the records of runs claimed before, in one round trip.
+
+    A run claimed for the first time (token 1) has no records, so none are joined.
+    """
+    qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
+    sql = (
+        f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED), claimed AS (UPDATE durable_run "
+        f"SET {sets} FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}) "
+        "SELECT claimed.*, now(), s.position, s.kind, s.name, s.status, s.result, s.error, "
+        "s.attempts FROM claimed LEFT JOIN durable_step s "
+        "ON s.run_id = claimed.id AND claimed.lease_token > 1 ORDER BY claimed.id, s.position"
+    )
+    claims: dict[uuid.UUID, Claim] = {}
+    for row in execute(d, sql, params).rows:
+        run_id = d.read_uuid(row[0])
+        claim = claims.get(run_id)
+        if claim is None:
+            claim = claims[run_id] = _claim(d, row, row[7], {})
+        if row[8] is not None:
+            assert claim.records is not None
+            claim.records[row[8]] = StepRecord(*row[8:15])
+    return list(claims.values())
 
 
 # --- checkpoints -----------------------------------------------------------------------

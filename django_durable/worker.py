@@ -102,6 +102,7 @@ class Worker:
         self._heartbeat_stop = threading.Event()
         self._next_maintenance = 0.0
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
+        self._thread_state = threading.local()
 
     # --- one round, no threads ---------------------------------------------------------
 
@@ -163,7 +164,7 @@ class Worker:
         """Execute a claimed run and store its outcome; never raises."""
         with self._lock:
             entry = self._inflight.setdefault(claim.run_id, InFlight(claim))
-        close_old_connections()
+        self._check_connections()
         try:
             outcome = engine.execute(
                 claim, alias=self.alias, interrupt=lambda: self._interrupt(entry)
@@ -176,11 +177,26 @@ class Worker:
             return None
         finally:
             if django_settings.DEBUG:
-                reset_queries()
-            close_old_connections()
+                reset_queries()  # the query log would grow for ever
+            self._check_connections()
             with self._lock:
                 self._inflight.pop(claim.run_id, None)
             self._wake.set()
+
+    def _check_connections(self) -> None:
+        """Close this thread's broken or expired connections, as Django does per request.
+
+        At once after a database error, otherwise at most once a second: with
+        CONN_HEALTH_CHECKS each check costs the next run a ``SELECT 1``, and a run is much
+        cheaper than a request.
+        """
+        errors = any(
+            connection.errors_occurred for connection in connections.all(initialized_only=True)
+        )
+        now = time.monotonic()
+        if errors or now - getattr(self._thread_state, "checked_at", 0.0) >= 1.0:
+            close_old_connections()
+            self._thread_state.checked_at = now
 
     def _interrupt(self, entry: InFlight) -> BaseException | None:
         if entry.lost:
