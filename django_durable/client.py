@@ -71,6 +71,13 @@ def _schedule(options: StartOptions) -> tuple[Any, Any]:
 
 def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]) -> RunHandle:
     """Insert a pending run (or find the one with the same idempotency key)."""
+    return create_run(options, args, kwargs)[0]
+
+
+def create_run(
+    options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
+) -> tuple[RunHandle, bool]:
+    """Insert a pending run; return its handle and whether it is new (not found by key)."""
     workflow = options.workflow
     key = options.idempotency_key
     alias = _alias()
@@ -82,7 +89,7 @@ def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
     if key is not None:
         existing = Run.objects.using(alias).filter(idempotency_key=key).first()
         if existing is not None:
-            return _same_workflow(existing, workflow.name)
+            return _same_workflow(existing, workflow.name), False
     document = serialization.to_document(
         {"args": list(args), "kwargs": dict(kwargs)},
         what=f"The input of workflow {workflow.name!r}",
@@ -109,11 +116,11 @@ def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
                 existing = Run.objects.using(alias).filter(idempotency_key=key).first()
                 if existing is None:
                     raise
-                return _same_workflow(existing, workflow.name)
+                return _same_workflow(existing, workflow.name), False
         db.notify([f"q:{run.queue}"], alias=alias)
     # Expressions (the database's now()) were assigned; read the stored values back.
     run.refresh_from_db(using=alias, fields=["available_at", "deadline_at"])
-    return RunHandle(run)
+    return RunHandle(run), True
 
 
 def _same_workflow(run: Run, name: str) -> RunHandle:

@@ -47,7 +47,7 @@ class DurableSettings:
     PREPARE_STATEMENTS: bool = True
     # Dotted path of the class that decides who may see and operate runs over HTTP.
     API_ACCESS_POLICY: str = "django_durable.api.access.AccessPolicy"
-    # Longest wait, in seconds, a long-polling or streaming HTTP request may ask for.
+    # Longest wait, in seconds, a long-polling HTTP request (values) may ask for.
     API_MAX_WAIT: float = 30.0
     # Seconds a Server-Sent Events response lasts before it ends and the browser
     # reconnects (resuming from Last-Event-ID): it bounds how long one holds a thread.

@@ -486,3 +486,80 @@ def _drain_in_thread() -> None:
         drain(Worker())
     finally:
         connection.close()
+
+
+# --- review fixes -------------------------------------------------------------------------
+
+
+def test_a_key_used_by_another_workflow_is_400_invalid_request(client):
+    assert start(client, idempotency_key="k").status_code == 201
+    other = start(client, workflow="tests.http_fails", idempotency_key="k")
+    assert other.status_code == 400
+    assert other.json()["code"] == "invalid_request"
+
+
+def test_anonymous_starts_cannot_use_idempotency_keys(settings):
+    settings.DJANGO_DURABLE = {
+        **settings.DJANGO_DURABLE,
+        "API_ACCESS_POLICY": "tests.testapp.policies.OpenPolicy",
+    }
+    anonymous = APIClient()
+    assert start(anonymous).status_code == 201
+    refused = start(anonymous, idempotency_key="shared")
+    assert refused.status_code == 400
+    assert Run.objects.count() == 1
+
+
+def test_a_custom_can_view_opens_single_runs(settings):
+    settings.DJANGO_DURABLE = {
+        **settings.DJANGO_DURABLE,
+        "API_ACCESS_POLICY": "tests.testapp.policies.AuditorPolicy",
+    }
+    run = wf.add.using(owner=make_user("bob")).start(1, 2)
+    auditor = client_for(make_user("auditor"))
+    assert auditor.get(f"{BASE}/runs/{run.id}/").status_code == 200
+    assert auditor.get(f"{BASE}/runs/").json()["results"] == []  # lists use visible_runs
+
+
+def test_the_value_endpoint_says_whether_the_run_is_still_going(client, worker):
+    run_id = start(client).json()["id"]
+    worker.run_once()
+    waiting = client.get(f"{BASE}/runs/{run_id}/values/progress/").json()
+    assert waiting["run_status"] == "waiting"
+    durable.send(run_id, "ok", topic="approval")
+    drain(worker)
+    done = client.get(f"{BASE}/runs/{run_id}/values/progress/").json()
+    assert done["run_status"] == "completed"
+
+
+def test_cloud_event_keys_are_never_cut_and_long_fields_are_refused():
+    emitter = client_for(make_user("hook", "django_durable.add_event"))
+
+    def post(**attributes):
+        event = {"specversion": "1.0", "source": "s", "type": "t", "id": "1", **attributes}
+        return emitter.generic(
+            "POST",
+            f"{BASE}/events/",
+            json.dumps(event),
+            content_type="application/cloudevents+json",
+        )
+
+    assert post(source="s" * 300).status_code == 400
+    first = post(id="x" * 300 + "a")
+    second = post(id="x" * 300 + "b")
+    assert (first.status_code, second.status_code) == (202, 202)
+    assert first.json()["id"] != second.json()["id"]  # not cut into one key
+    assert post(id="x" * 300 + "a").json()["id"] == first.json()["id"]
+
+
+def test_a_binary_cloud_event_without_a_body_has_null_data():
+    emitter = client_for(make_user("hook", "django_durable.add_event"))
+    response = emitter.post(
+        f"{BASE}/events/",
+        HTTP_CE_SPECVERSION="1.0",
+        HTTP_CE_ID="e",
+        HTTP_CE_SOURCE="s",
+        HTTP_CE_TYPE="ping",
+    )
+    assert response.status_code == 202, response.json()
+    assert Event.objects.get().get_data() is None

@@ -25,7 +25,8 @@ class AccessPolicy:
     - A run's owner (the user who started it over HTTP or with ``owner=``) may see it
       and send it messages.
     - ``django_durable.view_run`` sees every run, and error tracebacks.
-    - ``django_durable.operate_run`` sends messages to any run.
+    - ``django_durable.operate_run`` sends messages to any run the user can see (with
+      ``view_run``: every run).
     - Starting over HTTP needs an authenticated user and a workflow declared with
       ``http_start=True``.
     - Emitting an event needs ``django_durable.add_event``: an event may wake any run.
@@ -37,7 +38,7 @@ class AccessPolicy:
         return bool(user.is_authenticated)
 
     def visible_runs(self, user: Any, runs: QuerySet[Run]) -> QuerySet[Run]:
-        """Return the runs of ``runs`` that ``user`` may see."""
+        """Return the runs of ``runs`` that ``user`` may list (agree with ``can_view``)."""
         if user.has_perm("django_durable.view_run"):
             return runs
         if not user.is_authenticated:
@@ -45,7 +46,7 @@ class AccessPolicy:
         return runs.filter(owner=user)
 
     def can_view(self, user: Any, run: Run) -> bool:
-        """Return whether ``user`` may see ``run``."""
+        """Return whether ``user`` may see ``run`` (every view of one run asks this)."""
         return self._owns(user, run) or user.has_perm("django_durable.view_run")
 
     def can_operate(self, user: Any, run: Run) -> bool:

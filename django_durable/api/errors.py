@@ -48,6 +48,14 @@ class RunNotFoundError(exceptions.NotFound):
     default_code = "run_not_found"
 
 
+class InvalidRequest(exceptions.APIException):
+    """The request cannot be carried out as asked (for example a key used by another run)."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "The request cannot be carried out."
+    default_code = "invalid_request"
+
+
 class ValueNotFound(exceptions.NotFound):
     """The run has not published a value under that key."""
 
@@ -66,7 +74,7 @@ def to_api_exception(exc: Exception) -> Exception:
     if isinstance(exc, RunNotFound):
         return RunNotFoundError()
     if isinstance(exc, DurableError):
-        return exceptions.ValidationError({"detail": str(exc)})
+        return InvalidRequest(str(exc))
     return exc
 
 

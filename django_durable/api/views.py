@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, NoReturn
 
@@ -21,7 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import exchange
-from ..client import start_run
+from ..client import create_run
 from ..conf import get_settings
 from ..exceptions import DurableError, RunNotFound
 from ..models import Run, RunValue
@@ -96,9 +97,8 @@ class DurableView(APIView):
 
     def visible_run(self, run_id: uuid.UUID) -> Run:
         """Return the run if this user may see it; 404 otherwise (its existence stays private)."""
-        runs = Run.objects.using(get_settings().DATABASE).all()
-        run = self.policy.visible_runs(self.request.user, runs).filter(pk=run_id).first()
-        if run is None:
+        run = Run.objects.using(get_settings().DATABASE).filter(pk=run_id).first()
+        if run is None or not self.policy.can_view(self.request.user, run):
             raise RunNotFound()
         return run
 
@@ -199,21 +199,22 @@ class RunsView(DurableView):
             self.deny()
         key = options.get("idempotency_key")
         if key is not None:  # scoped per user: nobody can reach another user's run by key
+            if not request.user.is_authenticated:
+                raise ParseError("idempotency_key needs an authenticated user (keys are per user).")
             key = f"api:{request.user.pk}:{key}"
-        existed = key is not None and Run.objects.filter(idempotency_key=key).exists()
         start = workflow.using(
             idempotency_key=key,
             owner=request.user if request.user.is_authenticated else None,
             delay=options.get("delay"),
         )
         try:
-            handle = start_run(start, options["args"], options["kwargs"])
+            handle, created = create_run(start, options["args"], options["kwargs"])
         except DurableError:
             raise  # mapped to its own status (413, 400) by the exception handler
         except ValueError as exc:
             raise ParseError(str(exc)) from None
-        created = status.HTTP_200_OK if existed else status.HTTP_201_CREATED
-        return Response(self.detail(handle.model), status=created)
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(self.detail(handle.model), status=code)
 
 
 class RunView(DurableView):
@@ -255,6 +256,7 @@ class RunValueView(DurableView):
                 "key": serializers.CharField(),
                 "value": serializers.JSONField(),
                 "version": serializers.IntegerField(),
+                "run_status": serializers.CharField(),
             },
         ),
     )
@@ -267,7 +269,15 @@ class RunValueView(DurableView):
             found = exchange.watch_value(run.pk, key)
         if found is None:
             raise ValueNotFound(f"Run {run.pk} has no value {key!r}.")
-        return Response({"key": key, "value": found.value, "version": found.version})
+        # The run's status says whether to poll again (a finished run writes no more).
+        return Response(
+            {
+                "key": key,
+                "value": found.value,
+                "version": found.version,
+                "run_status": exchange.run_status(run),
+            }
+        )
 
 
 class RunStreamView(DurableView):
@@ -321,7 +331,8 @@ def _cloud_event(request: Request) -> dict[str, Any] | None:
     if "ce-specversion" not in headers:
         return None
     attributes = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
-    return {**attributes, "data": request.data}
+    data = None if request.stream is None else request.data  # no body: no data
+    return {**attributes, "data": data}
 
 
 def _from_cloud_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -339,14 +350,20 @@ def _from_cloud_event(event: dict[str, Any]) -> dict[str, Any]:
         raise ParseError(f"The CloudEvent lacks {', '.join(missing)}.")
     if "data_base64" in event:
         raise ParseError("CloudEvents with binary data (data_base64) are not supported.")
+    too_long = [a for a in ("source", "type") if len(event[a]) > 255]
+    if too_long:
+        raise ParseError(f"The CloudEvent's {', '.join(too_long)} is over 255 characters.")
     subject = event.get("subject")
     name = f"{event['type']}:{subject}" if subject else event["type"]
+    key = f"ce:{event['source']}:{event['id']}"
+    if len(key) > 255:  # keep it unique rather than cut it
+        key = "ce:sha256:" + hashlib.sha256(key.encode()).hexdigest()
     return {
         "name": name,
         "data": event.get("data"),
-        "source": event["source"][:255],
-        "type": event["type"][:255],
-        "idempotency_key": f"ce:{event['source']}:{event['id']}"[:255],
+        "source": event["source"],
+        "type": event["type"],
+        "idempotency_key": key,
     }
 
 
