@@ -20,10 +20,8 @@ class Checkpoints:
     @classmethod
     def load(cls, claim: db.Claim, alias: str) -> Checkpoints:
         """Read every record of the claimed run in one query (none on its first claim)."""
-        if claim.records is not None:  # the claim read them already
+        if claim.records is not None:  # read with the claim (a new run has none)
             return cls(claim, dict(claim.records), alias)
-        if claim.token == 1:  # records are only written under a claim: a new run has none
-            return cls(claim, {}, alias)
         return cls(claim, db.load_steps(claim.run_id, alias=alias), alias)
 
     def get(self, position: int) -> db.StepRecord | None:

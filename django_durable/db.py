@@ -41,7 +41,7 @@ class Claim:
     queue: str
     deadline_at: datetime | None
     db_now: datetime
-    # The run's records, when the claim read them in the same statement (PostgreSQL).
+    # The run's records, read with the claim (``None``: not read yet).
     records: dict[int, StepRecord] | None = None
 
 
@@ -213,58 +213,56 @@ def claim_runs(
     )
     returning = "id, workflow_name, input, lease_token, attempt, queue, deadline_at"
     if d.pg:
-        return _claim_with_records(d, pick, sets, returning, params)
-    sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
+        qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
+        sql = (
+            f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
+            f"FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}, now()"
+        )
+    else:
+        sql = f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {returning}"
     local_now = timezone.now()
-    claims = [_claim(d, row, local_now) for row in execute(d, sql, params).rows]
+    rows = execute(d, sql, params).rows
+    # Runs claimed before have records: read them all in one query (new runs have none).
+    resumed = [d.read_uuid(row[0]) for row in rows if int(row[3]) > 1]
+    records = load_steps_of(resumed, alias=alias) if resumed else {}
+    claims = [
+        Claim(
+            run_id=d.read_uuid(row[0]),
+            workflow_name=row[1],
+            input=row[2],
+            token=int(row[3]),
+            attempt=int(row[4]),
+            queue=row[5],
+            deadline_at=d.read_datetime(row[6]),
+            db_now=row[7] if d.pg else local_now,
+            records=records.get(d.read_uuid(row[0]), {}),
+        )
+        for row in rows
+    ]
     # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
     return sorted(claims, key=lambda claim: claim.run_id)
 
 
-def _claim(
-    d: Dialect, row: Sequence[Any], db_now: datetime, records: dict[int, StepRecord] | None = None
-) -> Claim:
-    return Claim(
-        run_id=d.read_uuid(row[0]),
-        workflow_name=row[1],
-        input=row[2],
-        token=int(row[3]),
-        attempt=int(row[4]),
-        queue=row[5],
-        deadline_at=d.read_datetime(row[6]),
-        db_now=db_now,
-        records=records,
-    )
-
-
-def _claim_with_records(
-    d: Dialect, pick: str, sets: str, returning: str, params: dict[str, Any]
-) -> list[Claim]:
-    """Claim, and read the records of runs claimed before, in one round trip.
-
-    A run claimed for the first time (token 1) has no records, so none are joined.
-    """
-    qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
-    sql = (
-        f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED), claimed AS (UPDATE durable_run "
-        f"SET {sets} FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}) "
-        "SELECT claimed.*, now(), s.position, s.kind, s.name, s.status, s.result, s.error, "
-        "s.attempts FROM claimed LEFT JOIN durable_step s "
-        "ON s.run_id = claimed.id AND claimed.lease_token > 1 ORDER BY claimed.id, s.position"
-    )
-    claims: dict[uuid.UUID, Claim] = {}
-    for row in execute(d, sql, params).rows:
-        run_id = d.read_uuid(row[0])
-        claim = claims.get(run_id)
-        if claim is None:
-            claim = claims[run_id] = _claim(d, row, row[7], {})
-        if row[8] is not None:
-            assert claim.records is not None
-            claim.records[row[8]] = StepRecord(*row[8:15])
-    return list(claims.values())
-
-
 # --- checkpoints -----------------------------------------------------------------------
+
+
+def load_steps_of(
+    run_ids: Sequence[uuid.UUID], *, alias: str | None = None
+) -> dict[uuid.UUID, dict[int, StepRecord]]:
+    """Return every operation the runs recorded, by run and position, in one query."""
+    d = dialect(alias)
+    params: dict[str, Any] = {}
+    ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
+    rows = execute(
+        d,
+        "SELECT run_id, position, kind, name, status, result, error, attempts "
+        f"FROM durable_step WHERE run_id IN ({ids}) ORDER BY run_id, position",
+        params,
+    ).rows
+    found: dict[uuid.UUID, dict[int, StepRecord]] = {}
+    for row in rows:
+        found.setdefault(d.read_uuid(row[0]), {})[row[1]] = StepRecord(*row[1:])
+    return found
 
 
 def load_steps(run_id: uuid.UUID, *, alias: str | None = None) -> dict[int, StepRecord]:
