@@ -14,17 +14,21 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from . import serialization
-from .statuses import RunStatus, StepStatus
+from .statuses import MissedTicks, ParentClose, RunStatus, StepStatus
 
 __all__ = [
     "Event",
     "Message",
+    "MissedTicks",
+    "ParentClose",
     "Run",
     "RunStatus",
     "RunValue",
+    "Schedule",
     "Step",
     "StepStatus",
     "StreamItem",
+    "TriggerDelivery",
     "WorkerProcess",
     "uuid7",
 ]
@@ -107,6 +111,20 @@ class Run(models.Model):
     wake_on = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
     # The run fails with WorkflowTimedOut if it is not finished by then.
     deadline_at = models.DateTimeField(null=True, blank=True)
+    # The run that started this one with ctx.start_child(), and where in it.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    parent_position = models.PositiveIntegerField(null=True, blank=True)
+    # 0 for a top-level run, its parent's depth + 1 for a child.
+    depth = models.PositiveSmallIntegerField(default=0)
+    # What happens to this child when its parent finishes before it.
+    parent_close = models.CharField(
+        max_length=16, choices=ParentClose.choices, default=ParentClose.CANCEL
+    )
+    # Set by durable.cancel(): the run raises Cancelled at its next durable operation.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_reason = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -146,6 +164,8 @@ class Run(models.Model):
             ),
             models.Index(fields=("-created_at",), name="durable_run_created"),
             models.Index(fields=("workflow_name", "-created_at"), name="durable_run_workflow"),
+            # Queue rate limits count the runs a queue started recently.
+            models.Index(fields=("queue", "started_at"), name="durable_run_queue_started"),
         )
 
     def __str__(self) -> str:
@@ -349,3 +369,68 @@ class StreamItem(models.Model):
     def get_value(self) -> Any:
         """Return the decoded item."""
         return serialization.from_document(self.value)
+
+
+class Schedule(models.Model):
+    """A cron schedule that starts a run of a workflow at every tick.
+
+    Declared in code with ``@durable.workflow(schedule=...)`` or added in the admin. Exactly
+    one run starts per tick, however many workers look at it: each tick's run has an
+    idempotency key made of the schedule and the tick.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=200, unique=True)
+    workflow_name = models.CharField(max_length=200)
+    # Five fields (minute hour day-of-month month day-of-week), as in crontab.
+    cron = models.CharField(max_length=100)
+    # The time zone the cron expression is read in (an IANA name, "Europe/Paris").
+    time_zone = models.CharField(max_length=64, default="UTC")
+    # Extra arguments; the workflow also receives ``scheduled_time`` (the tick).
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    enabled = models.BooleanField(default=True)
+    # Ticks that passed while no worker ran: start only the latest, or every one.
+    missed_ticks = models.CharField(
+        max_length=16, choices=MissedTicks.choices, default=MissedTicks.SKIP
+    )
+    # Declared by a decorator (kept in step with the code) or in the admin.
+    from_code = models.BooleanField(default=False, editable=False)
+    next_tick_at = models.DateTimeField(null=True, blank=True)
+    last_tick_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "durable_schedule"
+        ordering = ("name",)
+        indexes = (
+            models.Index(
+                fields=("next_tick_at",), condition=Q(enabled=True), name="durable_schedule_due"
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron})"
+
+
+class TriggerDelivery(models.Model):
+    """An event not yet handed to a workflow that ``trigger_on_event``s it.
+
+    Written in the transaction of the event, one per triggered workflow, and deleted in
+    the transaction of the run it starts (or the batch it joins): every event reaches each
+    workflow exactly once, whatever order concurrent emitters commit in.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    workflow_name = models.CharField(max_length=200)
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "durable_trigger_delivery"
+        ordering = ("workflow_name", "event")
+        indexes = (models.Index(fields=("workflow_name", "event"), name="durable_trigger_pending"),)
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} for {self.workflow_name}"

@@ -7,7 +7,9 @@ import inspect
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings as django_settings
 from django.utils.module_loading import autodiscover_modules
 
 from .conf import get_settings
@@ -51,6 +53,61 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleSpec:
+    """``@durable.workflow(schedule=...)``: a cron expression, its time zone, missed ticks."""
+
+    cron: str
+    time_zone: str
+    missed_ticks: str
+
+    @classmethod
+    def build(cls, cron: str, time_zone: str | None, missed_ticks: str) -> ScheduleSpec:
+        """Validate the options and return the spec (``ValueError`` if they are wrong)."""
+        from croniter import croniter  # imported when a schedule is declared
+
+        from .statuses import MissedTicks
+
+        if not isinstance(cron, str) or not croniter.is_valid(cron):
+            raise ValueError(f"schedule={cron!r} is not a valid cron expression.")
+        zone = time_zone or django_settings.TIME_ZONE or "UTC"
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"schedule_timezone={zone!r} is not a known time zone.") from None
+        if missed_ticks not in MissedTicks.values:
+            raise ValueError(f"missed_ticks= must be one of {', '.join(MissedTicks.values)}.")
+        return cls(cron=cron, time_zone=zone, missed_ticks=missed_ticks)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerSpec:
+    """``@durable.workflow(trigger_on_event=...)``: which event, in batches of what size."""
+
+    event: str
+    batch_size: int
+    # Seconds a partial batch waits for more events before it starts a run anyway.
+    batch_timeout: float
+
+    @classmethod
+    def build(
+        cls, event: str, batch_size: int, batch_timeout: float | timedelta | None
+    ) -> TriggerSpec:
+        """Validate the options and return the spec (``ValueError`` if they are wrong)."""
+        check_name(event, "trigger event")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError("batch_size= must be a whole number of at least 1.")
+        if batch_size > 1 and batch_timeout is None:
+            raise ValueError(
+                "batch_size= > 1 needs batch_timeout=: how long a partial batch waits."
+            )
+        return cls(
+            event=event,
+            batch_size=batch_size,
+            batch_timeout=_seconds(batch_timeout, "batch_timeout") or 0.0,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StartOptions:
     """How to start a run: returned by ``Workflow.using()``; call ``.start()`` on it."""
 
@@ -89,6 +146,8 @@ class Workflow(Generic[P, R]):
         retry: RetryPolicy,
         timeout: float | None,
         http_start: bool = False,
+        schedule: ScheduleSpec | None = None,
+        trigger: TriggerSpec | None = None,
     ) -> None:
         self.fn = fn
         self.name = check_name(name, "workflow")
@@ -97,6 +156,8 @@ class Workflow(Generic[P, R]):
         self.timeout = timeout
         # Whether the HTTP API may start it (POST runs/), subject to the access policy.
         self.http_start = http_start
+        self.schedule = schedule
+        self.trigger = trigger
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -204,6 +265,13 @@ def get_workflow(name: str) -> Workflow[Any, Any]:
         ) from None
 
 
+def triggered_by(event: str) -> list[Workflow[Any, Any]]:
+    """Return the workflows that ``trigger_on_event`` the event ``event``."""
+    return [
+        wf for wf in _workflows.values() if wf.trigger is not None and wf.trigger.event == event
+    ]
+
+
 def registered_workflows() -> dict[str, Workflow[Any, Any]]:
     """Return a copy of the registry, name to workflow."""
     return dict(_workflows)
@@ -227,6 +295,12 @@ def workflow(
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
     http_start: bool = False,
+    schedule: str | None = None,
+    schedule_timezone: str | None = None,
+    missed_ticks: str = "skip",
+    trigger_on_event: str | None = None,
+    batch_size: int = 1,
+    batch_timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Workflow[P, R]]: ...
 
 
@@ -240,12 +314,24 @@ def workflow(
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
     http_start: bool = False,
+    schedule: str | None = None,
+    schedule_timezone: str | None = None,
+    missed_ticks: str = "skip",
+    trigger_on_event: str | None = None,
+    batch_size: int = 1,
+    batch_timeout: float | timedelta | None = None,
 ) -> Any:
     """Declare a workflow: ``fn(ctx, *args, **kwargs)``, registered under ``name``.
 
     ``max_attempts`` > 1 runs a failed workflow again from its checkpoints (``retry=``
     gives the full policy); ``timeout`` fails a run that is not finished that many
     seconds after it started; ``http_start=True`` lets the HTTP API start it.
+
+    ``schedule="*/15 * * * *"`` starts a run at every tick (read in ``schedule_timezone``,
+    default TIME_ZONE), with ``scheduled_time=`` the tick; ``missed_ticks`` is "skip" or
+    "catch_up". ``trigger_on_event="orders/created"`` starts a run for every emitted event
+    of that name, or for every ``batch_size`` of them (a partial batch after
+    ``batch_timeout`` seconds), with ``payload={"events": [...]}`` in emission order.
     """
 
     def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
@@ -258,6 +344,16 @@ def workflow(
             retry=retry or RetryPolicy(max_attempts=max_attempts),
             timeout=_seconds(timeout, "A workflow timeout"),
             http_start=http_start,
+            schedule=(
+                None
+                if schedule is None
+                else ScheduleSpec.build(schedule, schedule_timezone, missed_ticks)
+            ),
+            trigger=(
+                None
+                if trigger_on_event is None
+                else TriggerSpec.build(trigger_on_event, batch_size, batch_timeout)
+            ),
         )
         register(wf)
         return wf

@@ -45,3 +45,21 @@ class StepStatus(models.TextChoices):
     def unfinished(cls) -> frozenset[StepStatus]:
         """Return the statuses a record at a position may still move on from."""
         return frozenset({cls.RETRYING, cls.WAITING})
+
+
+class ParentClose(models.TextChoices):
+    """What happens to an unfinished child when its parent run finishes."""
+
+    # The child is cancelled (and its own children after it).
+    CANCEL = "cancel", _("Cancel")
+    # The child goes on alone.
+    ABANDON = "abandon", _("Abandon")
+
+
+class MissedTicks(models.TextChoices):
+    """What a schedule does about ticks that passed while no worker looked at it."""
+
+    # Start one run, for the latest tick that passed; skip the others.
+    SKIP = "skip", _("Start the latest missed tick only")
+    # Start a run for every tick that passed (up to a limit), oldest first.
+    CATCH_UP = "catch_up", _("Start every missed tick")
