@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .channels import ReceivedEvent
-from .context import AsyncContext, Context
 from .exceptions import (
     DurableError,
     EventDataInvalid,
@@ -25,6 +24,7 @@ from .exceptions import (
     WorkflowNotFound,
     WorkflowTimedOut,
 )
+from .faces import AsyncContext, Context
 from .registry import StartOptions, StepFunction, Workflow, step, workflow
 from .retry import RetryPolicy
 from .statuses import RunStatus

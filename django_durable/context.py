@@ -11,21 +11,16 @@ are thin faces over it, the async one moving database work to the worker thread.
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import random as random_module
 import time
-import uuid as uuid_module
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.utils import timezone
 
-from . import channels, serialization
-from .channels import ReceivedEvent
+from . import serialization
 from .checkpoints import Checkpoints
 from .conf import get_settings
 from .db import Claim, Row
@@ -81,14 +76,14 @@ class Operation:
     replayed: bool  # the outcome is recorded; nothing runs
 
 
-def _seconds(value: float | timedelta, what: str) -> float:
+def to_seconds(value: float | timedelta, what: str) -> float:
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds != seconds:  # NaN
         raise ValueError(f"{what} must be a number of seconds or a timedelta.")
     return seconds
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError("sleep_until() takes a datetime.")
     if timezone.is_naive(value):
@@ -379,7 +374,7 @@ class BaseContext:
     ) -> Any:
         started = time.monotonic()
         with transaction.atomic(using=self._checkpoints.alias):
-            return self._complete(op, _call_body(body, args, kwargs), attempt, started)
+            return self._complete(op, call_body(body, args, kwargs), attempt, started)
 
     def _sleep_target(self, op: Operation, until: datetime | None, seconds: float) -> datetime:
         if op.replayed:
@@ -394,290 +389,9 @@ class BaseContext:
         return self.suspend(target, f"sleep until {target.isoformat()}")
 
 
-def _raise_signal(value: Any) -> Any:
-    """Raise ``value`` if a channel operation returned a signal, else return it."""
-    if isinstance(value, BaseException):
-        raise value
-    return value
-
-
-def _timeout(value: float | timedelta | None) -> float | None:
-    if value is None:
-        return None
-    seconds = _seconds(value, "timeout")
-    if seconds < 0:
-        raise ValueError("A timeout cannot be negative.")
-    return seconds
-
-
-def _topic(topic: str | None) -> str:
-    if topic is None:
-        return ""
-    return check_name(topic, "message topic")
-
-
-def _call_body(body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+def call_body(body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     token = inside_step.set(True)
     try:
         return body(*args, **kwargs)
     finally:
         inside_step.reset(token)
-
-
-class Context(BaseContext):
-    """``ctx`` of a plain ``def`` workflow."""
-
-    def step(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        *args: Any,
-        retry: RetryPolicy | None = None,
-        atomic: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Run ``fn(*args, **kwargs)`` once and checkpoint its result under ``name``.
-
-        ``atomic=True`` runs ``fn`` and the checkpoint in one transaction, so its ORM
-        writes happen exactly once. Failed attempts are retried by ``retry``.
-        """
-        body, policy, is_atomic = self._step_options(fn, retry, atomic)
-        if inspect.iscoroutinefunction(body):
-            raise TypeError(f"Step {name!r} is async; only an async workflow can await it.")
-        op = self._begin("step", name)
-        if op.replayed:
-            return self._replay(op)
-        attempt = op.attempts + 1
-        started = time.monotonic()
-        try:
-            if is_atomic:
-                return self._run_atomic(op, body, args, kwargs, attempt)
-            text = self._encode_result(op, _call_body(body, args, kwargs))
-        except Exception as exc:
-            # The signal may be ``exc`` itself; chaining it to itself would loop.
-            raise self._record_failure(op, exc, policy, attempt, started)  # noqa: B904
-        return self._commit_result(op, text, attempt, started)
-
-    def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
-        """Suspend the run for ``duration`` (seconds or a timedelta), freeing the worker."""
-        seconds = _seconds(duration, "sleep()")
-        target = self._sleep_target(self._begin("sleep", name), None, seconds)
-        signal = self._sleep_signal(target)
-        if signal is not None:
-            raise signal
-
-    def sleep_until(self, when: datetime, *, name: str = "sleep") -> None:
-        """Suspend the run until ``when`` (an aware datetime), freeing the worker."""
-        target = self._sleep_target(self._begin("sleep", name), _aware(when), 0)
-        signal = self._sleep_signal(target)
-        if signal is not None:
-            raise signal
-
-    def now(self) -> datetime:
-        """Return the current time, recorded once so replay sees the same value."""
-        return self._value("now", self._clock.now)
-
-    def uuid(self) -> uuid_module.UUID:
-        """Return a random UUID, recorded once so replay sees the same value."""
-        return self._value("uuid", uuid_module.uuid4)
-
-    def random(self) -> float:
-        """Return a random float in [0, 1), recorded once so replay sees the same value."""
-        return self._value("random", random_module.random)
-
-    def _value(self, kind: str, make: Callable[[], Any]) -> Any:
-        op = self._begin(kind, kind)
-        if op.replayed:
-            return self._replay(op)
-        return self._complete(op, make(), 1, time.monotonic())
-
-    def wait_for_event(
-        self, name: str, timeout: float | timedelta | None = None, model: Any = None
-    ) -> ReceivedEvent:
-        """Suspend until an event ``name`` exists and return it.
-
-        An emission from before the wait counts. A run receives the newest emission it
-        has not received yet. ``EventTimeout`` after ``timeout``; ``model`` (a pydantic
-        model) validates the data.
-        """
-        op = self._begin("event", name)
-        if op.replayed:
-            return channels.received(self._replay(op), model)
-        outcome = channels.wait_for_event(self, op, name, _timeout(timeout))
-        return channels.received(_raise_signal(outcome), model)
-
-    def emit_event(self, name: str, data: Any = None, *, source: str = "", type: str = "") -> int:
-        """Emit an event, once for this point of the workflow; return its id."""
-        op = self._begin("emit", name)
-        if op.replayed:
-            return int(self._replay(op))
-        return channels.emit_event(self, op, name, data, source, type)
-
-    def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
-        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
-        name = _topic(topic)
-        op = self._begin("recv", name, empty_name=True)
-        if op.replayed:
-            return self._replay(op).get("message")
-        return _raise_signal(channels.recv(self, op, name, _timeout(timeout))).get("message")
-
-    def set_value(self, key: str, value: Any) -> None:
-        """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""
-        op = self._begin("value", key)
-        if not op.replayed:
-            channels.set_value(self, op, key, value)
-
-    def set_progress(self, done: float, total: float | None = None, message: str = "") -> None:
-        """Publish the ``"progress"`` value: done, total, percent and message."""
-        self.set_value("progress", channels.progress(done, total, message))
-
-    def write_stream(self, key: str, value: Any) -> int:
-        """Append ``value`` to the stream ``key``; return its offset (0, 1, 2, ...)."""
-        op = self._begin("stream", key)
-        if op.replayed:
-            return int(self._replay(op))
-        return channels.write_stream(self, op, key, value)
-
-    def close_stream(self, key: str) -> None:
-        """Close the stream ``key``: readers that follow it stop."""
-        op = self._begin("close_stream", key)
-        if not op.replayed:
-            channels.write_stream(self, op, key, None, closes=True)
-
-
-class AsyncContext(BaseContext):
-    """``ctx`` of an ``async def`` workflow: the same operations, awaited."""
-
-    async def _db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        # Database work runs in the worker thread that owns this run's connection.
-        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
-
-    async def step(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        *args: Any,
-        retry: RetryPolicy | None = None,
-        atomic: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Run ``fn`` once (awaiting it if async) and checkpoint its result under ``name``.
-
-        ``atomic=True`` needs a synchronous ``fn``: Django's transactions are synchronous.
-        """
-        body, policy, is_atomic = self._step_options(fn, retry, atomic)
-        is_async = inspect.iscoroutinefunction(body)
-        if is_atomic and is_async:
-            raise TypeError(
-                f"Step {name!r} is atomic and async; Django runs transactions synchronously, "
-                "so an atomic step must be a plain def."
-            )
-        op = self._begin("step", name)
-        if op.replayed:
-            return self._replay(op)
-        attempt = op.attempts + 1
-        started = time.monotonic()
-        try:
-            if is_atomic:
-                return await self._db(self._run_atomic, op, body, args, kwargs, attempt)
-            if is_async:
-                token = inside_step.set(True)
-                try:
-                    value = await body(*args, **kwargs)
-                finally:
-                    inside_step.reset(token)
-            else:
-                value = await self._db(_call_body, body, args, kwargs)
-            text = self._encode_result(op, value)
-        except Exception as exc:
-            signal = await self._db(self._record_failure, op, exc, policy, attempt, started)
-            raise signal  # noqa: B904  (may be ``exc`` itself)
-        return await self._db(self._commit_result, op, text, attempt, started)
-
-    async def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
-        """Suspend the run for ``duration`` (seconds or a timedelta), freeing the worker."""
-        seconds = _seconds(duration, "sleep()")
-        op = self._begin("sleep", name)
-        target = await self._db(self._sleep_target, op, None, seconds)
-        signal = self._sleep_signal(target)
-        if signal is not None:
-            raise signal
-
-    async def sleep_until(self, when: datetime, *, name: str = "sleep") -> None:
-        """Suspend the run until ``when`` (an aware datetime), freeing the worker."""
-        op = self._begin("sleep", name)
-        target = await self._db(self._sleep_target, op, _aware(when), 0)
-        signal = self._sleep_signal(target)
-        if signal is not None:
-            raise signal
-
-    async def now(self) -> datetime:
-        """Return the current time, recorded once so replay sees the same value."""
-        return await self._value("now", self._clock.now)
-
-    async def uuid(self) -> uuid_module.UUID:
-        """Return a random UUID, recorded once so replay sees the same value."""
-        return await self._value("uuid", uuid_module.uuid4)
-
-    async def random(self) -> float:
-        """Return a random float in [0, 1), recorded once so replay sees the same value."""
-        return await self._value("random", random_module.random)
-
-    async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
-        op = self._begin(kind, kind)
-        if op.replayed:
-            return self._replay(op)
-        return await self._db(self._complete, op, make(), 1, time.monotonic())
-
-    async def wait_for_event(
-        self, name: str, timeout: float | timedelta | None = None, model: Any = None
-    ) -> ReceivedEvent:
-        """Suspend until an event ``name`` exists and return it (see ``Context``)."""
-        op = self._begin("event", name)
-        if op.replayed:
-            return channels.received(self._replay(op), model)
-        outcome = await self._db(channels.wait_for_event, self, op, name, _timeout(timeout))
-        return channels.received(_raise_signal(outcome), model)
-
-    async def emit_event(
-        self, name: str, data: Any = None, *, source: str = "", type: str = ""
-    ) -> int:
-        """Emit an event, once for this point of the workflow; return its id."""
-        op = self._begin("emit", name)
-        if op.replayed:
-            return int(self._replay(op))
-        return int(await self._db(channels.emit_event, self, op, name, data, source, type))
-
-    async def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
-        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
-        name = _topic(topic)
-        op = self._begin("recv", name, empty_name=True)
-        if op.replayed:
-            return self._replay(op).get("message")
-        outcome = await self._db(channels.recv, self, op, name, _timeout(timeout))
-        return _raise_signal(outcome).get("message")
-
-    async def set_value(self, key: str, value: Any) -> None:
-        """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""
-        op = self._begin("value", key)
-        if not op.replayed:
-            await self._db(channels.set_value, self, op, key, value)
-
-    async def set_progress(
-        self, done: float, total: float | None = None, message: str = ""
-    ) -> None:
-        """Publish the ``"progress"`` value: done, total, percent and message."""
-        await self.set_value("progress", channels.progress(done, total, message))
-
-    async def write_stream(self, key: str, value: Any) -> int:
-        """Append ``value`` to the stream ``key``; return its offset (0, 1, 2, ...)."""
-        op = self._begin("stream", key)
-        if op.replayed:
-            return int(self._replay(op))
-        return int(await self._db(channels.write_stream, self, op, key, value))
-
-    async def close_stream(self, key: str) -> None:
-        """Close the stream ``key``: readers that follow it stop."""
-        op = self._begin("close_stream", key)
-        if not op.replayed:
-            await self._db(channels.write_stream, self, op, key, None, closes=True)

@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync
 from . import serialization
 from .checkpoints import Checkpoints
 from .conf import get_settings
-from .context import AsyncContext, BaseContext, Context, Interrupt
+from .context import BaseContext, Interrupt
 from .db import Claim
 from .exceptions import (
     AbandonRun,
@@ -28,6 +28,7 @@ from .exceptions import (
     SuspendRun,
     WorkflowNotFound,
 )
+from .faces import AsyncContext, Context
 from .registry import Workflow, get_workflow
 from .runtime import current_context
 
