@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .channels import ReceivedEvent
+from .children import ChildHandle
 from .exceptions import (
+    Cancelled,
+    ChildWorkflowFailed,
     DurableError,
     EventDataInvalid,
     EventTimeout,
@@ -20,25 +23,30 @@ from .exceptions import (
     RunNotFound,
     SerializationError,
     StepFailed,
+    WorkflowCancelled,
     WorkflowFailed,
     WorkflowNotFound,
     WorkflowTimedOut,
 )
 from .faces import AsyncContext, Context
 from .registry import StartOptions, StepFunction, Workflow, step, workflow
-from .retry import RetryPolicy
+from .retry_policy import RetryPolicy
 from .statuses import RunStatus
 
 if TYPE_CHECKING:
     from .client import (
         RunHandle,
+        acancel,
         aget_run,
         alist_runs,
         aprune,
+        aretry,
         astart,
+        cancel,
         get_run,
         list_runs,
         prune,
+        retry,
         start,
     )
     from .exchange import (
@@ -56,6 +64,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncContext",
+    "Cancelled",
+    "ChildHandle",
+    "ChildWorkflowFailed",
     "Context",
     "DurableError",
     "EventDataInvalid",
@@ -74,23 +85,28 @@ __all__ = [
     "StepFailed",
     "StepFunction",
     "Workflow",
+    "WorkflowCancelled",
     "WorkflowFailed",
     "WorkflowNotFound",
     "WorkflowTimedOut",
+    "acancel",
     "aemit_event",
     "aget_run",
     "aget_value",
     "alist_runs",
     "aprune",
     "aread_stream",
+    "aretry",
     "asend",
     "astart",
+    "cancel",
     "emit_event",
     "get_run",
     "get_value",
     "list_runs",
     "prune",
     "read_stream",
+    "retry",
     "send",
     "start",
     "step",
@@ -98,6 +114,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "acancel": "client",
+    "aretry": "client",
+    "cancel": "client",
+    "retry": "client",
     "aemit_event": "exchange",
     "aget_value": "exchange",
     "aread_stream": "exchange",

@@ -60,7 +60,7 @@ def received(document: dict[str, Any], model: Any = None) -> ReceivedEvent:
     )
 
 
-def _wait(
+def wait_for(
     ctx: BaseContext,
     op: Operation,
     *,
@@ -134,7 +134,7 @@ def wait_for_event(
         error = EventTimeout(f"No event {name!r} arrived within {timeout} seconds.")
         return ctx.fail(op, error)
 
-    return _wait(
+    return wait_for(
         ctx,
         op,
         wake_on=f"e:{name}",
@@ -178,7 +178,7 @@ def recv(
         taken = ctx.checkpoints.take_message(topic, op.position, op.name)
         return MISSING if taken is None else serialization.loads(taken)
 
-    return _wait(
+    return wait_for(
         ctx,
         op,
         wake_on=f"m:{topic}",

@@ -13,13 +13,19 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Value
+from django.db.models import DateTimeField, DurationField, ExpressionWrapper, F, Value
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import db, serialization
+from . import db, db_tree, serialization
 from .conf import get_settings
-from .exceptions import DurableError, RunNotFound, WorkflowFailed
+from .exceptions import (
+    DurableError,
+    RunNotFound,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowNotFound,
+)
 from .models import Event, Run, RunStatus, WorkerProcess
 from .notify import await_until, wait_until
 from .registry import StartOptions, get_workflow
@@ -81,30 +87,12 @@ def create_run(
     workflow = options.workflow
     key = options.idempotency_key
     alias = _alias()
-    if not (isinstance(options.priority, int) and PRIORITY_MIN <= options.priority <= PRIORITY_MAX):
-        raise ValueError(
-            f"priority= must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, "
-            f"not {options.priority!r}."
-        )
     if key is not None:
         existing = Run.objects.using(alias).filter(idempotency_key=key).first()
         if existing is not None:
             return _same_workflow(existing, workflow.name), False
-    document = serialization.to_document(
-        {"args": list(args), "kwargs": dict(kwargs)},
-        what=f"The input of workflow {workflow.name!r}",
-    )
     available_at, deadline_at = _schedule(options)
-    run = Run(
-        workflow_name=workflow.name,
-        queue=options.queue or workflow.queue or get_settings().DEFAULT_QUEUE,
-        priority=options.priority,
-        input=document,
-        idempotency_key=key,
-        owner=options.owner,
-        available_at=available_at,
-        deadline_at=deadline_at,
-    )
+    run = new_run(options, args, kwargs, available_at=available_at, deadline_at=deadline_at)
     with transaction.atomic(using=alias):
         if key is None:
             run.save(force_insert=True, using=alias)
@@ -121,6 +109,41 @@ def create_run(
     # Expressions (the database's now()) were assigned; read the stored values back.
     run.refresh_from_db(using=alias, fields=["available_at", "deadline_at"])
     return RunHandle(run), True
+
+
+def new_run(
+    options: StartOptions,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    *,
+    available_at: Any,
+    deadline_at: Any,
+    **fields: Any,
+) -> Run:
+    """Return an unsaved pending run of ``options`` (input encoded and checked)."""
+    workflow = options.workflow
+    if not (isinstance(options.priority, int) and PRIORITY_MIN <= options.priority <= PRIORITY_MAX):
+        raise ValueError(
+            f"priority= must be a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"not {options.priority!r}."
+        )
+    document = serialization.to_document(
+        {"args": list(args), "kwargs": dict(kwargs)},
+        what=f"The input of workflow {workflow.name!r}",
+    )
+    owner = {} if "owner_id" in fields else {"owner": options.owner}
+    return Run(
+        workflow_name=workflow.name,
+        queue=options.queue or workflow.queue or get_settings().DEFAULT_QUEUE,
+        priority=options.priority,
+        input=document,
+        idempotency_key=options.idempotency_key,
+        available_at=available_at,
+        deadline_at=deadline_at,
+        parent_close=options.parent_close,
+        **owner,
+        **fields,
+    )
 
 
 def _same_workflow(run: Run, name: str) -> RunHandle:
@@ -172,6 +195,87 @@ def _get(run_id: str | uuid.UUID) -> Run:
         pk = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
         return Run.objects.using(_alias()).get(pk=pk)
     except (ValueError, Run.DoesNotExist):
+        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
+
+
+def cancel(run_id: str | uuid.UUID, reason: str = "") -> bool:
+    """Cancel a run and every run under it; return False if it had already finished.
+
+    A run that never started ends at once; any other raises ``Cancelled`` at its next
+    durable operation (a waiting or sleeping run is woken for that), runs its cleanup
+    (``ctx.shield()``) and ends ``cancelled``. A running step is not interrupted.
+    """
+    run = _uuid(run_id)
+    changed = db_tree.cancel_tree(run, reason or "cancelled", alias=_alias())
+    if changed is None:
+        raise RunNotFound(f"No run has the id {str(run_id)!r}.")
+    return changed > 0
+
+
+async def acancel(run_id: str | uuid.UUID, reason: str = "") -> bool:
+    """Cancel a run and every run under it (async)."""
+    return await sync_to_async(cancel)(run_id, reason)
+
+
+def retry(run_id: str | uuid.UUID) -> RunHandle:
+    """Start a failed or cancelled run again from its checkpoints.
+
+    What completed stays; the run goes back to where it failed (the failing step runs
+    again) or was cancelled, with ``attempt`` one higher and its deadline renewed.
+    """
+    alias = _alias()
+    with transaction.atomic(using=alias):
+        run = (
+            Run.objects.using(alias)
+            .select_for_update(of=("self",))
+            .filter(pk=_uuid(run_id))
+            .first()
+        )
+        if run is None:
+            raise RunNotFound(f"No run has the id {str(run_id)!r}.")
+        if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
+            raise DurableError(
+                f"Run {run.pk} is {run.status}: only failed or cancelled runs can be retried."
+            )
+        if run.status == RunStatus.CANCELLED:
+            position = db_tree.cancel_marker_position(run.pk, alias=alias)
+        else:
+            position = (run.error or {}).get("position")
+        if position is not None:
+            db.rewind(run.pk, int(position), alias=alias)
+        try:
+            timeout = get_workflow(run.workflow_name).timeout
+        except WorkflowNotFound:
+            timeout = None
+        Run.objects.using(alias).filter(pk=run.pk).update(
+            status=RunStatus.PENDING,
+            available_at=_db_time(0),
+            deadline_at=None if timeout is None else _db_time(timeout),
+            attempt=F("attempt") + 1,
+            error=None,
+            result=None,
+            finished_at=None,
+            cancel_requested_at=None,
+            cancel_reason="",
+            recoveries=0,
+            wake_at=None,
+            wake_on=None,
+            waiting_for="",
+            updated_at=timezone.now(),
+        )
+        db.notify([f"q:{run.queue}"], alias=alias)
+    return RunHandle(_get(run.pk))
+
+
+async def aretry(run_id: str | uuid.UUID) -> RunHandle:
+    """Start a failed or cancelled run again from its checkpoints (async)."""
+    return await sync_to_async(retry)(run_id)
+
+
+def _uuid(run_id: str | uuid.UUID) -> uuid.UUID:
+    try:
+        return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+    except ValueError:
         raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
 
 
@@ -274,6 +378,37 @@ class RunHandle:
     async def arefresh(self) -> RunHandle:
         """Read the run again and return this handle (async)."""
         return await sync_to_async(self.refresh)()
+
+    def cancel(self, reason: str = "") -> bool:
+        """Cancel the run and every run under it (see ``durable.cancel``)."""
+        return cancel(self._run.pk, reason)
+
+    async def acancel(self, reason: str = "") -> bool:
+        """Cancel the run and every run under it (async)."""
+        return await acancel(self._run.pk, reason)
+
+    def retry(self) -> RunHandle:
+        """Start the failed or cancelled run again from its checkpoints."""
+        self._run = retry(self._run.pk)._run
+        return self
+
+    async def aretry(self) -> RunHandle:
+        """Start the failed or cancelled run again from its checkpoints (async)."""
+        return await sync_to_async(self.retry)()
+
+    @property
+    def parent_id(self) -> str | None:
+        """Return the id of the run that started this one as a child, if one did."""
+        return None if self._run.parent_id is None else str(self._run.parent_id)
+
+    def children(self) -> list[RunHandle]:
+        """Return the child runs this run started, oldest first."""
+        rows = Run.objects.using(_alias()).filter(parent_id=self._run.pk)
+        return [RunHandle(run) for run in rows.order_by("parent_position", "created_at")]
+
+    async def achildren(self) -> list[RunHandle]:
+        """Return the child runs this run started (async)."""
+        return await sync_to_async(self.children)()
 
     # Talking to the run: see exchange.py (imported late, it imports this module).
 
@@ -383,8 +518,9 @@ class RunHandle:
         if run.status == RunStatus.COMPLETED:
             return run.get_result()
         error = run.error or {}
-        verb = "was cancelled" if run.status == RunStatus.CANCELLED else "failed"
-        raise WorkflowFailed(
+        cancelled = run.status == RunStatus.CANCELLED
+        verb = "was cancelled" if cancelled else "failed"
+        raise (WorkflowCancelled if cancelled else WorkflowFailed)(
             f"Run {run.id} of {run.workflow_name!r} {verb}: "
             f"{error.get('type', 'Error')}: {error.get('message', '')}",
             run_id=str(run.id),

@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from .retry import RetryPolicy
+from .retry_policy import RetryPolicy
 
 SETTING_NAME = "DJANGO_DURABLE"
 
@@ -45,6 +45,11 @@ class DurableSettings:
     # PostgreSQL: run the worker's statements as prepared statements (turn off behind
     # PgBouncer older than 1.21 in transaction pooling mode).
     PREPARE_STATEMENTS: bool = True
+    # Limits per queue, across every worker: {"emails": {"concurrency": 5,
+    # "rate_limit": "100/m"}}. A queue not named here has none.
+    QUEUES: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # How deep child runs may nest (a top-level run is depth 0).
+    MAX_CHILD_DEPTH: int = 10
     # Dotted path of the class that decides who may see and operate runs over HTTP.
     API_ACCESS_POLICY: str = "django_durable.api.access.AccessPolicy"
     # Longest wait, in seconds, a long-polling HTTP request (values) may ask for.
@@ -98,6 +103,12 @@ class DurableSettings:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['DEFAULT_STEP_RETRY'] must be a dict of RetryPolicy arguments."
             )
+        if not isinstance(self.QUEUES, Mapping):
+            raise ImproperlyConfigured(f"{SETTING_NAME}['QUEUES'] must be a dict of queues.")
+        from .queues import parse_limits  # it reads these settings: imported late
+
+        for name, options in self.QUEUES.items():
+            parse_limits(name, options)
         try:
             RetryPolicy(**self.DEFAULT_STEP_RETRY)
         except (TypeError, ValueError) as exc:

@@ -10,9 +10,10 @@ are thin faces over it, the async one moving database work to the worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
@@ -25,6 +26,7 @@ from .checkpoints import Checkpoints
 from .conf import get_settings
 from .db import Claim, Row
 from .exceptions import (
+    Cancelled,
     DurableError,
     NonDeterministicWorkflow,
     StepFailed,
@@ -32,7 +34,7 @@ from .exceptions import (
     WorkflowTimedOut,
 )
 from .registry import StepFunction, check_name
-from .retry import RetryPolicy
+from .retry_policy import RetryPolicy
 from .runtime import inside_step
 from .statuses import StepStatus
 
@@ -100,11 +102,15 @@ class BaseContext:
         claim: Claim,
         checkpoints: Checkpoints,
         interrupt: Interrupt | None = None,
+        cancel_on_timeout: bool = False,
     ) -> None:
         self._claim = claim
         self._checkpoints = checkpoints
         self._clock = Clock(claim.db_now)
         self._interrupt = interrupt
+        # The workflow's on_timeout="cancel": its deadline cancels it instead of failing it.
+        self._cancel_on_timeout = cancel_on_timeout
+        self._shield = 0
         self._position = 0
         self._streams: dict[str, StreamCursor] = {}
         # An error the run cannot recover from in this execution (non-determinism,
@@ -195,29 +201,70 @@ class BaseContext:
         position = self._position
         self._position += 1
         record = self._checkpoints.get(position)
+        if record is not None and record.kind == "cancel":
+            # The run was cancelled here the first time through: it is again.
+            raise Cancelled(str(serialization.loads(record.result)["reason"]))
         if record is not None and (record.kind, record.name) != (kind, name):
             self.fatal = self._non_deterministic(position, record.kind, record.name, kind, name)
             raise self.fatal
         if record is not None and record.status not in StepStatus.unfinished():
             return Operation(position, kind, name, record.attempts, replayed=True)
-        self._before_new_operation()
+        self._before_new_operation(position)
         attempts = record.attempts if record is not None else 0
         return Operation(position, kind, name, attempts, replayed=False)
 
-    def _before_new_operation(self) -> None:
-        self._check_deadline()
+    def _before_new_operation(self, position: int) -> None:
+        self._check_deadline(position)
         signal = self._interrupt() if self._interrupt is not None else None
+        if isinstance(signal, Cancelled):
+            signal = None if self._shield else self._cancel_here(position, signal)
         if signal is not None:
             raise signal
 
-    def _check_deadline(self) -> None:
+    def _cancel_here(self, position: int, signal: Cancelled) -> Cancelled:
+        """Record that the run was cancelled at ``position``, so replay cancels it there too."""
+        marker = serialization.dumps({"reason": signal.reason}, what="A cancellation")
+        self._checkpoints.write(position, "cancel", "cancel", StepStatus.COMPLETED, result=marker)
+        return signal
+
+    def pending_cancel(self) -> Cancelled | None:
+        """Return the cancellation this execution should act on now (none inside a shield)."""
+        if self._shield:
+            return None
+        passed = self._deadline_passed()
+        if passed is not None and self._cancel_on_timeout:
+            return Cancelled(passed)
+        signal = self._interrupt() if self._interrupt is not None else None
+        return signal if isinstance(signal, Cancelled) else None
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        """Run the block's durable operations even if the run is cancelled (cleanup)."""
+        self._shield += 1
+        try:
+            yield
+        finally:
+            self._shield -= 1
+
+    def _deadline_passed(self) -> str | None:
+        """Return why the run is out of time, if it is (never inside a shield)."""
         deadline = self._claim.deadline_at
-        if deadline is not None and self._clock.now() >= deadline:
-            self.fatal = WorkflowTimedOut(
-                f"Run {self.run_id} of {self.workflow_name!r} passed its deadline "
-                f"{deadline.isoformat()} (the workflow's timeout)."
-            )
-            raise self.fatal
+        if deadline is None or self._shield or self._clock.now() < deadline:
+            return None
+        return (
+            f"Run {self.run_id} of {self.workflow_name!r} passed its deadline "
+            f"{deadline.isoformat()} (the workflow's timeout)."
+        )
+
+    def _check_deadline(self, position: int) -> None:
+        """Fail (or cancel, with on_timeout="cancel") a run out of time, at a new operation."""
+        message = self._deadline_passed()
+        if message is None:
+            return
+        if self._cancel_on_timeout:
+            raise self._cancel_here(position, Cancelled(message))
+        self.fatal = WorkflowTimedOut(message)
+        raise self.fatal
 
     def _non_deterministic(
         self, position: int, old_kind: str, old_name: str, kind: str, name: str
@@ -246,11 +293,17 @@ class BaseContext:
         floor: int = 0,
     ) -> SuspendRun:
         """Return the signal that suspends the run until ``wake_at``, its deadline, or
-        ``wake_on`` ("e:<event>", "m:<topic>") arrives."""
-        self._check_deadline()
+        ``wake_on`` ("e:<event>", "m:<topic>", "c:<child run>") arrives."""
+        if self._shield:  # cleanup waits its own time, deadline or cancellation or not
+            return SuspendRun(reason, wake_at=wake_at, wake_on=wake_on, floor=floor, shielded=True)
+        passed = self._deadline_passed()
+        if passed is not None and not self._cancel_on_timeout:
+            self.fatal = WorkflowTimedOut(passed)
+            raise self.fatal
+        # Out of time with on_timeout="cancel": wake at once; the next operation cancels.
         deadline = self._claim.deadline_at
         if deadline is not None and (wake_at is None or wake_at > deadline):
-            wake_at = deadline  # wake up to fail on time
+            wake_at = deadline  # wake up to end on time
         return SuspendRun(reason, wake_at=wake_at, wake_on=wake_on, floor=floor)
 
     def complete(self, op: Operation, value: Any, *, row: Row | None = None) -> Any:
@@ -386,7 +439,35 @@ class BaseContext:
     def _sleep_signal(self, target: datetime) -> SuspendRun | None:
         if self._clock.now() >= target:
             return None
+        cancel = self.pending_cancel()
+        if cancel is not None:  # cut short: the run is cancelled right after its sleep
+            raise self._cancel_next(cancel)
         return self.suspend(target, f"sleep until {target.isoformat()}")
+
+    def _cancel_next(self, signal: Cancelled) -> Cancelled:
+        """Take the next position as the cancellation point (recorded, or found there)."""
+        position = self._position
+        self._position += 1
+        record = self._checkpoints.get(position)
+        if record is None or record.status in StepStatus.unfinished():
+            self._cancel_here(position, signal)
+        return signal
+
+    def _patch(self, change_id: str) -> tuple[bool, Operation | None]:
+        """Decide ``ctx.patched(change_id)``: the answer, and the marker to record if any.
+
+        A run that reaches this point for the first time records a marker and gets True.
+        A run recorded by older code has a different operation here: it gets False, and
+        the marker takes no position, so its old records keep matching.
+        """
+        check_name(change_id, "patch")
+        record = self._checkpoints.get(self._position)
+        if record is not None and (record.kind, record.name) == ("patch", change_id):
+            self._position += 1
+            return True, None
+        if record is not None:
+            return False, None
+        return True, self._begin("patch", change_id)
 
 
 def call_body(body: Callable[..., Any], args: Any, kwargs: Any) -> Any:

@@ -26,6 +26,12 @@ from .conf import get_settings
 from .statuses import RunStatus, StepStatus
 
 NOW = object()  # sentinel: "the database's current time" as a column value
+
+
+class Raw(str):
+    """A column value that is an SQL expression of the run's own columns (ours, never input)."""
+
+
 _JSON_COLUMNS = frozenset({"result", "error", "input"})
 
 
@@ -43,6 +49,11 @@ class Claim:
     db_now: datetime
     # The run's records, read with the claim (``None``: not read yet).
     records: dict[int, StepRecord] | None = None
+    parent_id: uuid.UUID | None = None
+    depth: int = 0
+    owner_id: Any = None
+    # Set when durable.cancel() was asked for this run before or while it was claimed.
+    cancel_reason: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -211,7 +222,10 @@ def claim_runs(
         f"lease_expires_at = {d.later(lease_seconds, params)}, "
         f"started_at = COALESCE(started_at, {d.now(params)}), updated_at = {d.now(params)}"
     )
-    returning = "id, workflow_name, input, lease_token, attempt, queue, deadline_at"
+    returning = (
+        "id, workflow_name, input, lease_token, attempt, queue, deadline_at, parent_id, depth, "
+        "owner_id, cancel_requested_at, cancel_reason"
+    )
     if d.pg:
         qualified = ", ".join(f"durable_run.{column}" for column in returning.split(", "))
         sql = (
@@ -234,8 +248,12 @@ def claim_runs(
             attempt=int(row[4]),
             queue=row[5],
             deadline_at=d.read_datetime(row[6]),
-            db_now=row[7] if d.pg else local_now,
+            db_now=row[12] if d.pg else local_now,
             records=records.get(d.read_uuid(row[0]), {}),
+            parent_id=None if row[7] is None else d.read_uuid(row[7]),
+            depth=int(row[8]),
+            owner_id=row[9],
+            cancel_reason=None if row[10] is None else str(row[11] or ""),
         )
         for row in rows
     ]
@@ -405,6 +423,9 @@ def update_claimed_run(
         if value is NOW:
             sets.append(f"{column} = {d.now(params)}")
             continue
+        if isinstance(value, Raw):
+            sets.append(f"{column} = {value.replace('NOW()', d.now(params))}")
+            continue
         if isinstance(value, datetime):
             value = d.store_datetime(value)
         params[f"v_{column}"] = value
@@ -499,18 +520,26 @@ def extend_leases(
     lease_seconds: float,
     *,
     alias: str | None = None,
-) -> set[uuid.UUID]:
-    """Extend the leases this worker still holds; return the ids it still holds."""
+) -> dict[uuid.UUID, str | None]:
+    """Extend the leases this worker still holds.
+
+    Returns the ids it still holds, each with the reason it was asked to cancel (``None``
+    if it was not): the heartbeat is how a cancellation reaches a run when no NOTIFY does.
+    """
     if not run_ids:
-        return set()
+        return {}
     d = dialect(alias)
     params: dict[str, Any] = {"worker": worker_id}
     ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
     sql = (
         f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
-        f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) RETURNING id"
+        f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) "
+        "RETURNING id, cancel_requested_at, cancel_reason"
     )
-    return {d.read_uuid(row[0]) for row in execute(d, sql, params).rows}
+    return {
+        d.read_uuid(row[0]): None if row[1] is None else str(row[2] or "")
+        for row in execute(d, sql, params).rows
+    }
 
 
 def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:
@@ -539,3 +568,16 @@ def notify(payloads: Iterable[str], *, alias: str | None = None) -> None:
     values = d.in_list("p", unique, params)
     sql = f"SELECT pg_notify(%(channel)s, p) FROM unnest(ARRAY[{values}]::text[]) AS p"
     execute(d, sql, params)
+
+
+def cancel_reason(run_id: uuid.UUID, *, alias: str | None = None) -> str | None:
+    """Return why the run was asked to cancel, or ``None`` if it was not."""
+    d = dialect(alias)
+    rows = execute(
+        d,
+        "SELECT cancel_requested_at, cancel_reason FROM durable_run WHERE id = %(run)s",
+        {"run": d.store_uuid(run_id)},
+    ).rows
+    if not rows or rows[0][0] is None:
+        return None
+    return str(rows[0][1] or "")

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import transaction
 
+from . import db_tree, triggers
 from .conf import get_settings
 from .db import Claim, Dialect, checkpoint_sql, dialect, execute, notifying, update_claimed_run
 
@@ -108,6 +109,7 @@ def insert_event(
             ).rows
             return int(first)
         event_id = inserted[0][0]
+        triggers.record_deliveries(d, int(event_id), name)
         wake: dict[str, Any] = {"wake_on": f"e:{name}"}
         execute(d, _wake_sql(d, "wake_on = %(wake_on)s", wake), wake)
     return int(event_id)
@@ -288,6 +290,8 @@ def suspend_waiting(
 ) -> bool | None:
     """Suspend a claimed run until ``wake_on`` arrives, unless it already has.
 
+    ``wake_on`` is ``e:<event name>``, ``m:<message topic>`` or ``c:<child run id>``.
+
     ``values`` are the columns of the waiting run. Returns ``True`` if the run now waits,
     ``None`` if what it waits for arrived meanwhile (the run is pending again, to be
     replayed at once), ``False`` if this worker no longer held the run.
@@ -301,6 +305,8 @@ def suspend_waiting(
             return False
         if kind == "e":
             arrived = latest_event(name, floor, alias=alias) is not None
+        elif kind == "c":  # the child locks this run before it writes its end
+            arrived = db_tree.child_finished(d, uuid.UUID(name))
         else:
             arrived = _has_message(d, claim.run_id, name)
         if not arrived:

@@ -23,6 +23,7 @@ from .context import BaseContext, Interrupt
 from .db import Claim
 from .exceptions import (
     AbandonRun,
+    Cancelled,
     CheckpointRejected,
     SerializationError,
     SuspendRun,
@@ -34,7 +35,9 @@ from .runtime import current_context
 
 logger = logging.getLogger("django_durable")
 
-OutcomeKind = Literal["completed", "failed", "retry", "suspended", "released", "abandoned"]
+OutcomeKind = Literal[
+    "completed", "failed", "cancelled", "retry", "suspended", "released", "abandoned"
+]
 # What a workflow may raise that fails the run rather than the worker.
 _RUN_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, asyncio.CancelledError)
 
@@ -45,6 +48,7 @@ class Outcome:
 
     - ``completed``: ``result`` holds the JSON text of the return value.
     - ``failed``: ``error`` holds the JSON error document; the run is finished.
+    - ``cancelled``: the run let ``Cancelled`` propagate; ``error`` says why.
     - ``retry``: failed, but the workflow's policy runs it again at ``wake_at`` after
       deleting the records from ``rewind_to`` on (the failed steps).
     - ``suspended``: waits until ``wake_at`` (``None``: until woken) for ``reason``.
@@ -58,9 +62,11 @@ class Outcome:
     wake_at: datetime | None = None
     reason: str = ""
     rewind_to: int | None = None
-    # A wait on an event or a message: what wakes the run (see SuspendRun).
+    # A wait on an event, a message or a child: what wakes the run (see SuspendRun).
     wake_on: str | None = None
     floor: int = 0
+    # Suspended inside ctx.shield(): a pending cancellation does not cut the wait short.
+    shielded: bool = False
 
 
 def execute(
@@ -75,10 +81,21 @@ def execute(
     except (WorkflowNotFound, ValueError, TypeError, AttributeError) as exc:
         return _failed(exc)
     checkpoints = Checkpoints.load(claim, alias)
+    cancel_on_timeout = workflow.on_timeout == "cancel"
     if workflow.is_async:
-        actx = AsyncContext(claim=claim, checkpoints=checkpoints, interrupt=interrupt)
+        actx = AsyncContext(
+            claim=claim,
+            checkpoints=checkpoints,
+            interrupt=interrupt,
+            cancel_on_timeout=cancel_on_timeout,
+        )
         return async_to_sync(_execute_async)(workflow, actx, args, kwargs)
-    ctx = Context(claim=claim, checkpoints=checkpoints, interrupt=interrupt)
+    ctx = Context(
+        claim=claim,
+        checkpoints=checkpoints,
+        interrupt=interrupt,
+        cancel_on_timeout=cancel_on_timeout,
+    )
     return _settle(workflow, ctx, lambda: _call_sync(workflow, ctx, args, kwargs))
 
 
@@ -125,12 +142,17 @@ def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], A
             reason=signal.reason,
             wake_on=signal.wake_on,
             floor=signal.floor,
+            shielded=signal.shielded,
         )
     except CheckpointRejected as signal:
         return _failed(signal.error)
     except AbandonRun as signal:
         logger.warning("Abandoning run %s: %s", ctx.run_id, signal)
         return Outcome(kind="abandoned", reason=str(signal))
+    except Cancelled as signal:
+        if ctx.fatal is not None:
+            return _failed(ctx.fatal)
+        return Outcome(kind="cancelled", error=_error_text(signal), reason=signal.reason)
     except _RUN_ERRORS as exc:
         return _failure(workflow, ctx, ctx.fatal or exc)
     if ctx.fatal is not None:  # the workflow swallowed it; the run still fails
@@ -188,4 +210,7 @@ def _error_text(exc: BaseException) -> str:
     step = getattr(exc, "__durable_step__", None)
     if step is not None:
         info["step"] = step  # the run failed because this step did
+    position = _failed_step_position(exc)
+    if position is not None:
+        info["position"] = position  # where durable.retry() rewinds to
     return serialization.dumps(info, what="The run's error", limit=2 * 1024 * 1024)

@@ -104,6 +104,14 @@ class EventDataInvalid(DurableError, ValueError):
     """An event's data does not match the model the workflow expects."""
 
 
+class WorkflowCancelled(WorkflowFailed):
+    """The run was cancelled."""
+
+
+class ChildWorkflowFailed(WorkflowFailed):
+    """A child run failed or was cancelled; ``run_id`` and ``error`` are the child's."""
+
+
 class WorkflowTimedOut(DurableError, TimeoutError):
     """The run passed the deadline set by its workflow's ``timeout``."""
 
@@ -143,12 +151,29 @@ class SuspendRun(BaseException):
         release: bool = False,
         wake_on: str | None = None,
         floor: int = 0,
+        shielded: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wake_at = wake_at
         self.release = release
+        # Suspended inside ctx.shield(): a pending cancellation must not cut the wait short.
+        self.shielded = shielded
         # "e:<event name>" or "m:<topic>": what wakes the run before ``wake_at``; for
         # events, only an emission newer than ``floor`` (an event id) counts.
         self.wake_on = wake_on
         self.floor = floor
+
+
+class Cancelled(BaseException):
+    """The run was cancelled.
+
+    Raised inside a cancelled run at its next durable operation (a step that is running is
+    not interrupted). Catch it only to clean up, inside ``with ctx.shield():``, and let it
+    propagate: the run then ends ``cancelled``. A ``BaseException``, so that a workflow's
+    ``except Exception`` does not swallow it.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "The run was cancelled.")
+        self.reason = reason

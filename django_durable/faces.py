@@ -17,11 +17,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from . import channels
+from . import channels, children
 from .channels import ReceivedEvent
+from .children import ChildHandle
 from .context import BaseContext, aware, call_body, to_seconds
 from .registry import check_name
-from .retry import RetryPolicy
+from .retry_policy import RetryPolicy
 from .runtime import inside_step
 
 
@@ -167,6 +168,57 @@ class Context(BaseContext):
         if not op.replayed:
             channels.write_stream(self, op, key, None, closes=True)
 
+    # --- child runs, cancellation, versions -------------------------------------------
+
+    def start_child(self, workflow: Any, *args: Any, **kwargs: Any) -> ChildHandle:
+        """Start a child run of ``workflow`` (a workflow, ``wf.using(...)`` or a name).
+
+        It starts once, with this point of the workflow; ``handle.result()`` waits for it.
+        """
+        options = children.start_options(workflow)
+        op = self._begin("child", options.workflow.name)
+        if op.replayed:
+            run_id = self._replay(op)
+        else:
+            run_id = children.start(self, op, options, args, kwargs)
+        return ChildHandle(run_id, options.workflow.name, op.position, self)
+
+    def run_child(self, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        """Start a child run and wait for its result."""
+        return self.start_child(workflow, *args, **kwargs).result()
+
+    def gather(self, *handles: ChildHandle) -> list[Any]:
+        """Wait for every child and return their results in order.
+
+        The first child (in order) found failed or cancelled raises ChildWorkflowFailed.
+        """
+        op = self._begin("gather", f"{len(handles)} child runs")
+        if op.replayed:
+            return children.gathered(self._replay(op), list(handles))
+        outcome = children.gather(self, op, list(handles))
+        return children.gathered(_raise_signal(outcome), list(handles))
+
+    def _child_result(self, handle: ChildHandle) -> Any:
+        op = self._begin("child_result", handle.run_id)
+        if op.replayed:
+            document = self._replay(op)
+        else:
+            document = _raise_signal(children.result(self, op, handle))
+        children.raise_failed(document, handle)
+        return document["result"]
+
+    def _cancel_child(self, handle: ChildHandle, reason: str = "") -> None:
+        op = self._begin("cancel_child", handle.run_id)
+        if not op.replayed:
+            children.cancel(self, op, handle, reason)
+
+    def patched(self, change_id: str) -> bool:
+        """Return True where the new code of ``change_id`` runs, False for older runs."""
+        answer, op = self._patch(change_id)
+        if op is not None:
+            self._commit_result(op, "true", 1, time.monotonic())
+        return answer
+
 
 class AsyncContext(BaseContext):
     """``ctx`` of an ``async def`` workflow: the same operations, awaited."""
@@ -304,3 +356,49 @@ class AsyncContext(BaseContext):
         op = self._begin("close_stream", key)
         if not op.replayed:
             await self._db(channels.write_stream, self, op, key, None, closes=True)
+
+    # --- child runs, cancellation, versions -------------------------------------------
+
+    async def start_child(self, workflow: Any, *args: Any, **kwargs: Any) -> ChildHandle:
+        """Start a child run of ``workflow``; await ``handle.result()`` to wait for it."""
+        options = children.start_options(workflow)
+        op = self._begin("child", options.workflow.name)
+        if op.replayed:
+            run_id = self._replay(op)
+        else:
+            run_id = await self._db(children.start, self, op, options, args, kwargs)
+        return ChildHandle(run_id, options.workflow.name, op.position, self)
+
+    async def run_child(self, workflow: Any, *args: Any, **kwargs: Any) -> Any:
+        """Start a child run and wait for its result."""
+        handle = await self.start_child(workflow, *args, **kwargs)
+        return await handle.result()
+
+    async def gather(self, *handles: ChildHandle) -> list[Any]:
+        """Wait for every child and return their results in order."""
+        op = self._begin("gather", f"{len(handles)} child runs")
+        if op.replayed:
+            return children.gathered(self._replay(op), list(handles))
+        outcome = await self._db(children.gather, self, op, list(handles))
+        return children.gathered(_raise_signal(outcome), list(handles))
+
+    async def _child_result(self, handle: ChildHandle) -> Any:
+        op = self._begin("child_result", handle.run_id)
+        if op.replayed:
+            document = self._replay(op)
+        else:
+            document = _raise_signal(await self._db(children.result, self, op, handle))
+        children.raise_failed(document, handle)
+        return document["result"]
+
+    async def _cancel_child(self, handle: ChildHandle, reason: str = "") -> None:
+        op = self._begin("cancel_child", handle.run_id)
+        if not op.replayed:
+            await self._db(children.cancel, self, op, handle, reason)
+
+    async def patched(self, change_id: str) -> bool:
+        """Return True where the new code of ``change_id`` runs, False for older runs."""
+        answer, op = self._patch(change_id)
+        if op is not None:
+            await self._db(self._commit_result, op, "true", 1, time.monotonic())
+        return answer

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, router
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -412,6 +413,33 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.cron})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; compute the next tick first if it is missing or the timing changed."""
+        from .schedules import next_tick, timing_changed  # it imports this module
+
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and not update_fields:
+            return  # nothing to save, as in Model.save()
+        now = timezone.now()
+        self.updated_at = now
+        using = kwargs.get("using") or router.db_for_write(Schedule, instance=self)
+        if timing_changed(self, using=using):
+            self.next_tick_at = next_tick(self.cron, self.time_zone, now)
+            update_fields = update_fields and [*update_fields, "next_tick_at"]
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "updated_at"}
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """Check the cron expression, the time zone, the workflow and the arguments."""
+        if self.from_code:
+            return  # the decorator checked them, and the code owns them
+        from .schedules import validation_errors  # it imports this module
+
+        errors = validation_errors(self)
+        if errors:
+            raise ValidationError(errors)
 
 
 class TriggerDelivery(models.Model):

@@ -1,10 +1,11 @@
 """Waking up: one LISTEN connection per process on PostgreSQL, polling everywhere.
 
 Payloads on the channel are ``q:<queue>`` (work is ready in a queue; ``q:*`` any queue),
-``r:<run id>`` (a run finished), ``v:<run id>`` (it published a value) and ``s:<run id>``
-(it wrote to a stream). A notification is only ever a hint: every
-waiter also re-checks the database at least once per ``POLL_INTERVAL``, so a lost
-notification (listener reconnecting, database restart) costs latency, never correctness.
+``r:<run id>`` (a run finished), ``v:<run id>`` (it published a value), ``s:<run id>``
+(it wrote to a stream) and ``t:<workflow>`` (an event that triggers it was stored). A
+notification is only ever a hint: every waiter also re-checks the database at least once
+per ``POLL_INTERVAL``, so a lost notification (listener reconnecting, database restart)
+costs latency, never correctness.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from django.utils.module_loading import autodiscover_modules
 
 from .conf import get_settings
 from .exceptions import DurableError, WorkflowNotFound
-from .retry import RetryPolicy
+from .retry_policy import RetryPolicy
 from .runtime import current_context, inside_step
 
 if TYPE_CHECKING:
@@ -117,6 +117,12 @@ class StartOptions:
     priority: int = 0
     delay: float | timedelta | datetime | None = None
     owner: Any = None
+    # For a child run: what happens to it when its parent finishes first.
+    parent_close: str = "cancel"
+
+    def __post_init__(self) -> None:
+        if self.parent_close not in ("cancel", "abandon"):
+            raise ValueError('parent_close= must be "cancel" or "abandon".')
 
     def start(self, *args: Any, **kwargs: Any) -> RunHandle:
         """Start a run of the workflow with these options and arguments."""
@@ -148,6 +154,7 @@ class Workflow(Generic[P, R]):
         http_start: bool = False,
         schedule: ScheduleSpec | None = None,
         trigger: TriggerSpec | None = None,
+        on_timeout: str = "fail",
     ) -> None:
         self.fn = fn
         self.name = check_name(name, "workflow")
@@ -158,6 +165,10 @@ class Workflow(Generic[P, R]):
         self.http_start = http_start
         self.schedule = schedule
         self.trigger = trigger
+        if on_timeout not in ("fail", "cancel"):
+            raise ValueError('on_timeout= must be "fail" or "cancel".')
+        # What the run's deadline does: fail it (WorkflowTimedOut) or cancel it.
+        self.on_timeout = on_timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -181,8 +192,13 @@ class Workflow(Generic[P, R]):
         priority: int = 0,
         delay: float | timedelta | datetime | None = None,
         owner: Any = None,
+        parent_close: str = "cancel",
     ) -> StartOptions:
-        """Return start options: an idempotency key, queue, priority, delay or owner."""
+        """Return start options: an idempotency key, queue, priority, delay or owner.
+
+        ``parent_close`` ("cancel" or "abandon") applies when the run is started as a child
+        with ``ctx.start_child``: what happens to it if its parent finishes first.
+        """
         return StartOptions(
             workflow=self,
             idempotency_key=idempotency_key,
@@ -190,6 +206,7 @@ class Workflow(Generic[P, R]):
             priority=priority,
             delay=delay,
             owner=owner,
+            parent_close=parent_close,
         )
 
     def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle:
@@ -294,6 +311,7 @@ def workflow(
     max_attempts: int = 1,
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
+    on_timeout: str = "fail",
     http_start: bool = False,
     schedule: str | None = None,
     schedule_timezone: str | None = None,
@@ -313,6 +331,7 @@ def workflow(
     max_attempts: int = 1,
     retry: RetryPolicy | None = None,
     timeout: float | timedelta | None = None,
+    on_timeout: str = "fail",
     http_start: bool = False,
     schedule: str | None = None,
     schedule_timezone: str | None = None,
@@ -325,7 +344,8 @@ def workflow(
 
     ``max_attempts`` > 1 runs a failed workflow again from its checkpoints (``retry=``
     gives the full policy); ``timeout`` fails a run that is not finished that many
-    seconds after it started; ``http_start=True`` lets the HTTP API start it.
+    seconds after it started (``on_timeout="cancel"`` cancels it instead, so that its
+    cleanup runs); ``http_start=True`` lets the HTTP API start it.
 
     ``schedule="*/15 * * * *"`` starts a run at every tick (read in ``schedule_timezone``,
     default TIME_ZONE), with ``scheduled_time=`` the tick; ``missed_ticks`` is "skip" or
@@ -344,6 +364,7 @@ def workflow(
             retry=retry or RetryPolicy(max_attempts=max_attempts),
             timeout=_seconds(timeout, "A workflow timeout"),
             http_start=http_start,
+            on_timeout=on_timeout,
             schedule=(
                 None
                 if schedule is None

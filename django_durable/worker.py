@@ -30,9 +30,9 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import db, db_channels, engine, serialization
+from . import db, db_channels, db_tree, engine, queues, serialization, triggers
 from .conf import get_settings
-from .exceptions import LeaseLost, SuspendRun
+from .exceptions import Cancelled, LeaseLost, SuspendRun
 from .models import RunStatus, WorkerProcess
 from .notify import get_listener
 
@@ -47,6 +47,17 @@ class InFlight:
 
     claim: db.Claim
     lost: bool = False  # the heartbeat found the lease taken over
+    # durable.cancel() asked the run to stop: the reason, once known.
+    cancel_reason: str | None = None
+    # A NOTIFY said the run was cancelled; the reason is read when the run next asks.
+    cancel_heard: bool = False
+
+    def __post_init__(self) -> None:
+        self.cancel_reason = self.claim.cancel_reason
+
+    def heard_cancel(self) -> None:
+        """Note a cancellation NOTIFY (called from the listener's thread)."""
+        self.cancel_heard = True
 
 
 def _positive(value: float | None, default: float, what: str) -> float:
@@ -103,6 +114,8 @@ class Worker:
         self._next_maintenance = 0.0
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
         self._thread_state = threading.local()
+        # PostgreSQL's LISTEN connection (None on SQLite): wakes the loop, hears cancels.
+        self._listener = get_listener(self.alias)
 
     # --- one round, no threads ---------------------------------------------------------
 
@@ -128,6 +141,14 @@ class Worker:
                 logger.error("Run %s failed: its worker was lost too many times", run_id)
             else:
                 logger.warning("Run %s lost its worker; it is pending again", run_id)
+        triggered = triggers.dispatch_triggers(alias=self.alias)
+        if triggered:
+            logger.debug("worker %s started %d event-triggered runs", self.id, triggered)
+        from . import schedules  # imported here to keep the schedules edit in one place
+
+        scheduled = schedules.dispatch_due_schedules(alias=self.alias)
+        if scheduled:
+            logger.debug("worker %s started %d scheduled runs", self.id, scheduled)
 
     def _lost_error(self) -> str:
         message = (
@@ -145,17 +166,35 @@ class Worker:
             return []
         with self._lock:
             exclude = list(self._inflight)
-        claims = db.claim_runs(
-            worker_id=self.id,
-            queues=self.queues,
-            limit=limit,
-            lease_seconds=self.lease_seconds,
-            exclude=exclude,
-            alias=self.alias,
-        )
+        limited = {q: limits for q in self.queues if (limits := queues.limits_of(q)) is not None}
+        free = [name for name in self.queues if name not in limited]
+        claims = []
+        if free:
+            claims = db.claim_runs(
+                worker_id=self.id,
+                queues=free,
+                limit=limit,
+                lease_seconds=self.lease_seconds,
+                exclude=exclude,
+                alias=self.alias,
+            )
+        for name, limits in limited.items():
+            if len(claims) >= limit:
+                break
+            claims += queues.claim_limited(
+                name,
+                limits,
+                worker_id=self.id,
+                limit=limit - len(claims),
+                lease_seconds=self.lease_seconds,
+                exclude=exclude,
+                alias=self.alias,
+            )
         with self._lock:
             for claim in claims:
-                self._inflight[claim.run_id] = InFlight(claim)
+                entry = self._inflight[claim.run_id] = InFlight(claim)
+                if self._listener is not None:
+                    self._listener.subscribe([f"x:{claim.run_id}"], entry.heard_cancel)
         if claims:
             self._db_offset = claims[-1].db_now - timezone.now()
         return claims
@@ -180,7 +219,9 @@ class Worker:
                 reset_queries()  # the query log would grow for ever
             self._check_connections()
             with self._lock:
-                self._inflight.pop(claim.run_id, None)
+                done = self._inflight.pop(claim.run_id, None)
+            if done is not None and self._listener is not None:
+                self._listener.unsubscribe([f"x:{claim.run_id}"], done.heard_cancel)
             self._wake.set()
 
     def _check_connections(self) -> None:
@@ -203,6 +244,10 @@ class Worker:
             return LeaseLost(f"The lease of run {entry.claim.run_id} was taken over.")
         if self._draining.is_set():
             return SuspendRun("the worker is shutting down", release=True)
+        if entry.cancel_heard and entry.cancel_reason is None:
+            entry.cancel_reason = db.cancel_reason(entry.claim.run_id, alias=self.alias)
+        if entry.cancel_reason is not None:
+            return Cancelled(entry.cancel_reason)
         return None
 
     def _store(self, claim: db.Claim, outcome: engine.Outcome) -> None:
@@ -212,23 +257,20 @@ class Worker:
         if kind == "abandoned":
             self._give_up(claim)
             return
-        if kind == "completed":
+        if kind in ("completed", "failed", "cancelled"):
+            status = {
+                "completed": RunStatus.COMPLETED,
+                "failed": RunStatus.FAILED,
+                "cancelled": RunStatus.CANCELLED,
+            }[kind]
             values = {
                 **ended,
-                "status": RunStatus.COMPLETED,
+                "status": status,
                 "result": outcome.result,
-                "error": None,
-                "finished_at": db.NOW,
-            }
-            stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
-        elif kind == "failed":
-            values = {
-                **ended,
-                "status": RunStatus.FAILED,
                 "error": outcome.error,
                 "finished_at": db.NOW,
             }
-            stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
+            stored = self._finish(claim, values)
         elif kind == "released":
             values = {**ended, "status": RunStatus.PENDING, "available_at": db.NOW}
             stored = db.update_claimed_run(claim, values, notify="queue", alias=self.alias)
@@ -241,6 +283,19 @@ class Worker:
                 kind,
             )
 
+    def _finish(self, claim: db.Claim, values: dict[str, Any]) -> bool:
+        """End a run for good; wake its parent if it waits for it; close its children."""
+        with transaction.atomic(using=self.alias):
+            d = db.dialect(self.alias)
+            if claim.parent_id is not None:
+                db_tree.lock_run(d, claim.parent_id)  # parent before child, as everywhere
+            stored = db.update_claimed_run(claim, values, notify="run", alias=self.alias)
+            if stored:
+                if claim.parent_id is not None:
+                    db_tree.wake_parent(d, claim.parent_id, claim.run_id)
+                db_tree.close_children(claim.run_id, alias=self.alias)
+        return stored
+
     def _suspend(self, claim: db.Claim, outcome: engine.Outcome, ended: dict[str, Any]) -> bool:
         values: dict[str, Any] = {**ended, "waiting_for": outcome.reason[:255]}
         if outcome.kind == "retry":
@@ -249,8 +304,19 @@ class Worker:
         due = wake_at is not None and wake_at <= self._db_now()
         if due:  # no need to wait for the next maintenance round
             values.update(status=RunStatus.PENDING, available_at=wake_at)
-        else:
+        elif outcome.shielded:
             values.update(status=RunStatus.WAITING, wake_at=wake_at)
+        else:
+            # A cancellation asked for meanwhile wakes the run at once, so that it stops.
+            values.update(
+                status=db.Raw(
+                    "CASE WHEN cancel_requested_at IS NULL THEN 'waiting' ELSE 'pending' END"
+                ),
+                available_at=db.Raw(
+                    "CASE WHEN cancel_requested_at IS NULL THEN available_at ELSE NOW() END"
+                ),
+                wake_at=wake_at,
+            )
         if outcome.wake_on is not None and not due:
             return self._suspend_waiting(claim, values, outcome)
         with transaction.atomic(using=self.alias):
@@ -325,10 +391,15 @@ class Worker:
         Clean means every in-flight run finished or was handed back at a step boundary.
         """
         self._register()
-        listener = get_listener(self.alias)
+        from . import schedules  # imported here to keep the schedules edit in one place
+
+        schedules.sync_code_schedules(alias=self.alias)
+        listener = self._listener
         keys = [f"q:{queue}" for queue in self.queues]
+        trigger_keys = triggers.notify_keys()
         if listener is not None:
             listener.subscribe(keys, self._wake.set)
+            listener.subscribe(trigger_keys, self._maintain_soon)
         heartbeat = threading.Thread(
             target=self._heartbeat_loop, name="durable-heartbeat", daemon=True
         )
@@ -353,6 +424,7 @@ class Worker:
         finally:
             if listener is not None:
                 listener.unsubscribe(keys, self._wake.set)
+                listener.unsubscribe(trigger_keys, self._maintain_soon)
             self._heartbeat_stop.set()
             for _ in threads:
                 work.put(None)
@@ -360,6 +432,11 @@ class Worker:
                 for thread in threads:
                     thread.join(5)
             self._unregister()
+
+    def _maintain_soon(self) -> None:  # called from the listener's thread
+        """Run maintenance (which dispatches event triggers) on the next loop."""
+        self._next_maintenance = 0.0
+        self._wake.set()
 
     def _execute_loop(self, work: queue.SimpleQueue[db.Claim | None]) -> None:
         """Execute claims from ``work`` until told to stop; close this thread's connections."""
@@ -432,9 +509,12 @@ class Worker:
                 continue
             with self._lock:
                 for entry in entries:
-                    current = self._inflight.get(entry.claim.run_id)
-                    if current is entry and entry.claim.run_id not in held:
+                    if self._inflight.get(entry.claim.run_id) is not entry:
+                        continue  # finished meanwhile
+                    if entry.claim.run_id not in held:
                         entry.lost = True
+                    elif held[entry.claim.run_id] is not None:
+                        entry.cancel_reason = held[entry.claim.run_id]
         connections[self.alias].close()
 
     def _register(self) -> None:

@@ -91,6 +91,7 @@ DJANGO_DURABLE = {
     "LEASE_SECONDS": 10,
     # A test overrides it in one worker to lose every notification on purpose.
     "NOTIFY_CHANNEL": os.environ.get("DURABLE_TEST_NOTIFY_CHANNEL", "django_durable"),
+    "QUEUES": {"single": {"concurrency": 1}, "rated": {"rate_limit": "2/s"}},
 }
 
 LOGGING = {

@@ -19,7 +19,8 @@ import pytest
 
 from tests.conftest import ON_POSTGRES, ROOT
 
-SCRATCH_DATABASE = "durable_example_test"
+# Per process, so that several test runs can share one server.
+SCRATCH_DATABASE = f"durable_example_test_{os.getpid()}"
 SUMMARY = re.compile(
     r"3 runs completed after a SIGKILL; 15 steps checkpointed; "
     r"\d+ step bod(y|ies) re-ran after the kill \(at-least-once\), 0 atomic writes duplicated"

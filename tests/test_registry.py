@@ -11,7 +11,7 @@ from django.core.management import call_command
 import django_durable as durable
 from django_durable import registry
 from django_durable.conf import get_settings
-from django_durable.retry import RetryPolicy
+from django_durable.retry_policy import RetryPolicy
 from tests.testapp import workflows as wf
 
 

@@ -1,15 +1,19 @@
-"""The Django admin: runs with their steps, values, messages and streams, events, workers.
+"""The Django admin: runs with their steps, values, messages and streams, events, workers
+and schedules.
 
-All read-only history, built to stay fast with millions of rows: no query per row, no
-COUNT(*) of the whole table next to the filtered one, no facet counts, no big JSON columns
-in the lists, a bounded read of each payload shown, and filter choices taken from the code
-(or the newest rows) rather than a DISTINCT over a whole table. Nothing here edits a row
-by hand: operating runs is the client's job.
+All but schedules are read-only history, built to stay fast with millions of rows: no
+query per row, no COUNT(*) of the whole table next to the filtered one, no facet counts,
+no big JSON columns in the lists, a bounded read of each payload shown, and filter choices
+taken from the code (or the newest rows) rather than a DISTINCT over a whole table.
+Nothing here edits a row by hand: operating runs is the client's job. Schedules are
+configuration: they are added and changed here, through the model's validation (see
+schedules.py).
 """
 
 from .base import HistoryAdmin
 from .channels import EventAdmin, MessageAdmin
 from .runs import RunAdmin, StepInline
+from .schedules import ScheduleAdmin
 from .workers import WorkerProcessAdmin
 
 __all__ = [
@@ -17,6 +21,7 @@ __all__ = [
     "HistoryAdmin",
     "MessageAdmin",
     "RunAdmin",
+    "ScheduleAdmin",
     "StepInline",
     "WorkerProcessAdmin",
 ]

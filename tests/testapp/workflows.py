@@ -448,3 +448,224 @@ def typed_event_retried(ctx: durable.Context, name: str) -> dict:
     from .payloads import Payment
 
     return {"amount": ctx.wait_for_event(name, model=Payment).data.amount}
+
+
+# --- event-triggered ----------------------------------------------------------------------
+
+
+@durable.workflow(name="tests.on_order", trigger_on_event="tests/order")
+def on_order(ctx: durable.Context, payload: dict) -> dict:
+    return payload
+
+
+@durable.workflow(
+    name="tests.on_batch", trigger_on_event="tests/batch", batch_size=10, batch_timeout=3600
+)
+def on_batch(ctx: durable.Context, payload: dict) -> dict:
+    return payload
+
+
+@durable.workflow(name="tests.on_signup_mail", trigger_on_event="tests/signup")
+def on_signup_mail(ctx: durable.Context, payload: dict) -> list:
+    return [event["id"] for event in payload["events"]]
+
+
+@durable.workflow(name="tests.on_signup_crm", trigger_on_event="tests/signup")
+async def on_signup_crm(ctx: durable.AsyncContext, payload: dict) -> list:
+    return [event["id"] for event in payload["events"]]
+
+
+# --- scheduled ----------------------------------------------------------------------------
+# A tick a year (New Year in Paris): worker processes of other tests sync this schedule, and
+# must not start runs of it. The schedule tests move its next tick into the past instead.
+
+
+@durable.workflow(name="tests.new_year", schedule="0 0 1 1 *", schedule_timezone="Europe/Paris")
+def new_year(ctx: durable.Context, scheduled_time) -> object:
+    return scheduled_time
+
+
+@durable.workflow(name="tests.tick")
+def tick(ctx: durable.Context, *args: object, scheduled_time, **kwargs: object) -> dict:
+    """The workflow of the schedules the tests add as the admin would: returns what it got."""
+    return {"args": list(args), "kwargs": kwargs, "scheduled_time": scheduled_time}
+
+
+# --- orchestration: children, cancellation, versions --------------------------------------
+
+
+@durable.workflow(name="tests.child_double")
+def child_double(ctx: durable.Context, value: int, pause: float = 0.0) -> int:
+    executed(ctx.run_id, "child")
+    time.sleep(pause)
+    return ctx.step("double", lambda: value * 2)
+
+
+@durable.workflow(name="tests.child_fails")
+def child_fails(ctx: durable.Context) -> None:
+    ctx.step("before", lambda: 1)
+    raise ValueError("child broke")
+
+
+@durable.workflow(name="tests.parent_one")
+def parent_one(ctx: durable.Context, value: int) -> int:
+    executed(ctx.run_id, "parent")
+    return ctx.run_child(child_double, value)
+
+
+@durable.workflow(name="tests.parent_fanout")
+def parent_fanout(ctx: durable.Context, count: int, pause: float = 0.0) -> list:
+    executed(ctx.run_id, "parent")
+    handles = [ctx.start_child(child_double, index, pause) for index in range(count)]
+    return ctx.gather(*handles)
+
+
+@durable.workflow(name="tests.parent_catches_child")
+def parent_catches_child(ctx: durable.Context) -> dict:
+    try:
+        ctx.run_child("tests.child_fails")
+    except durable.ChildWorkflowFailed as exc:
+        ctx.sleep(0.05)  # replayed after this: the failure must come from the record
+        return {"child": exc.run_id, "type": exc.error_type, "message": exc.error_message}
+    return {}
+
+
+@durable.workflow(name="tests.parent_uncaught_child")
+def parent_uncaught_child(ctx: durable.Context) -> None:
+    ctx.run_child("tests.child_fails")
+
+
+@durable.workflow(name="tests.nested")
+def nested(ctx: durable.Context, levels: int) -> int:
+    if levels == 0:
+        ctx.sleep(3600)
+        return 0
+    return ctx.run_child(nested, levels - 1) + 1
+
+
+@durable.workflow(name="tests.sleepy_child")
+def sleepy_child(ctx: durable.Context) -> str:
+    ctx.sleep(3600)
+    return "woke"
+
+
+@durable.workflow(name="tests.parent_leaves")
+def parent_leaves(ctx: durable.Context, policy: str) -> str:
+    handle = ctx.start_child(sleepy_child.using(parent_close=policy))
+    return handle.run_id
+
+
+@durable.workflow(name="tests.cancels_its_child")
+def cancels_its_child(ctx: durable.Context) -> str:
+    handle = ctx.start_child(sleepy_child)
+    handle.cancel("not needed")
+    try:
+        handle.result()
+    except durable.ChildWorkflowFailed as exc:
+        return exc.error_type
+    return "finished"
+
+
+@durable.workflow(name="tests.cleanup")
+def cleanup(ctx: durable.Context, shielded_sleep: float = 0.0) -> str:
+    try:
+        ctx.step("work", lambda: executed(ctx.run_id, "work"))
+        ctx.sleep(3600)
+        ctx.step("never", lambda: executed(ctx.run_id, "never"))
+    except durable.Cancelled:
+        with ctx.shield():
+            if shielded_sleep:
+                ctx.sleep(shielded_sleep)  # cleanup may wait; cancellation does not cut it
+            ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+    return "finished"
+
+
+@durable.workflow(name="tests.slow_steps")
+def slow_steps(ctx: durable.Context, count: int, pause: float) -> int:
+    for index in range(count):
+        ctx.step(
+            f"step-{index}",
+            lambda index=index: (executed(ctx.run_id, f"s{index}"), time.sleep(pause))[0],
+        )
+    return count
+
+
+@durable.workflow(name="tests.handles_cancel")
+def handles_cancel(ctx: durable.Context) -> str:
+    try:
+        ctx.recv("never")
+    except durable.Cancelled:
+        return "handled"
+    return "received"
+
+
+@durable.workflow(name="tests.versioned")
+def versioned(ctx: durable.Context) -> str:
+    ctx.step("a", lambda: 1)
+    if VARIANT["value"] == "a":  # the code as it was
+        path = ctx.step("old", lambda: "old")
+    elif ctx.patched("switch-to-new"):  # the code as it is now
+        path = ctx.step("new", lambda: "new")
+    else:
+        path = ctx.step("old", lambda: "old")
+    ctx.sleep(0.05)
+    return path
+
+
+@durable.workflow(name="tests.times_out_cancelled", timeout=0.5, on_timeout="cancel")
+def times_out_cancelled(ctx: durable.Context) -> str:
+    try:
+        ctx.sleep(60)
+    except durable.Cancelled:
+        with ctx.shield():
+            ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+    return "woke"
+
+
+@durable.workflow(name="tests.parent_with_deadline", timeout=0.5)
+def parent_with_deadline(ctx: durable.Context) -> str:
+    # Abandoned, so that it outlives its parent and meets the deadline it inherited.
+    handle = ctx.start_child(sleepy_child.using(parent_close="abandon"))
+    return handle.run_id
+
+
+@durable.workflow(name="tests.retry_me")
+def retry_me(ctx: durable.Context) -> int:
+    ctx.step("first", lambda: executed(ctx.run_id, "first"))
+
+    def flaky() -> int:
+        if executed(ctx.run_id, "flaky") == 1:
+            raise RuntimeError("first try fails")
+        return 7
+
+    return ctx.step("flaky", flaky)
+
+
+@durable.workflow(name="tests.async_parent")
+async def async_parent(ctx: durable.AsyncContext, count: int) -> dict:
+    handles = [await ctx.start_child(child_double, index) for index in range(count)]
+    results = await ctx.gather(*handles)
+    single = await ctx.run_child(child_double, 100)
+    with ctx.shield():
+        marker = await ctx.patched("async-patch")
+    return {"results": results, "single": single, "patched": marker}
+
+
+@durable.workflow(name="tests.exclusive", queue="single")
+def exclusive(ctx: durable.Context, pause: float) -> int:
+    """Runs in a queue limited to one run at a time: records when it is in its step."""
+
+    def body() -> int:
+        executed(ctx.run_id, "enter")
+        time.sleep(pause)
+        executed(ctx.run_id, "leave")
+        return 1
+
+    return ctx.step("work", body)
+
+
+@durable.workflow(name="tests.rated", queue="rated")
+def rated(ctx: durable.Context) -> int:
+    return ctx.step("work", lambda: 1)

@@ -1,4 +1,4 @@
-"""``manage.py durable``: inspect runs and workers, start runs, talk to runs, prune.
+"""``manage.py durable``: inspect runs, workers, schedules; start runs, talk to runs, prune.
 
 Every subcommand goes through the public client (``import django_durable``) and edits
 no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is wrong.
@@ -17,6 +17,7 @@ from django_durable import display
 from django_durable.conf import get_settings
 from django_durable.models import Run, WorkerProcess
 
+from . import _schedules
 from ._exchange import (
     add_parsers,
     dumps,
@@ -59,7 +60,10 @@ def _run_details(run: Run) -> dict[str, Any]:
 class Command(BaseCommand):
     """Inspect and operate durable workflow runs from the shell."""
 
-    help = "Inspect and operate durable workflow runs: runs, start, send, emit, events, prune."
+    help = (
+        "Inspect and operate durable workflow runs: runs, start, send, emit, events, "
+        "schedules, prune."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
@@ -120,6 +124,7 @@ class Command(BaseCommand):
             sub.add_argument("--json", action="store_true", help="Print JSON.")
         # send, emit, events, runs values, runs stream.
         add_parsers(self, groups, runs_commands)
+        _schedules.add_parsers(self, groups)
 
     def handle(self, *args: Any, **options: Any) -> None:
         options["handler"](options)

@@ -1,0 +1,169 @@
+"""The SQL of runs and their children: cancelling a tree of runs, waking a waiting parent.
+
+Locks are always taken parent before child (a run, then its children, then theirs), so
+a cancellation and a child finishing at the same time cannot deadlock, and a parent that
+suspends on a child cannot miss it finishing: the child locks the parent row before it
+writes its own outcome, and the parent updates its own row before it looks at the child.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import transaction
+
+from . import serialization
+from .conf import get_settings
+from .db import Dialect, dialect, execute, notify
+from .statuses import RunStatus
+
+_TERMINAL = ", ".join(f"'{status}'" for status in sorted(RunStatus.terminal()))
+
+
+def lock_run(d: Dialect, run_id: uuid.UUID) -> bool:
+    """Lock a run row until the transaction ends (PostgreSQL); return whether it exists."""
+    lock = " FOR NO KEY UPDATE" if d.pg else ""
+    rows = execute(
+        d, f"SELECT id FROM durable_run WHERE id = %(run)s{lock}", {"run": d.store_uuid(run_id)}
+    )
+    return bool(rows.rows)
+
+
+def wake_parent(d: Dialect, parent_id: uuid.UUID, child_id: uuid.UUID) -> None:
+    """Make ``parent_id`` pending if it waits for ``child_id`` (call with the parent locked)."""
+    params: dict[str, Any] = {"run": d.store_uuid(parent_id), "wake_on": f"c:{child_id}"}
+    now = d.now(params)
+    rows = execute(
+        d,
+        "UPDATE durable_run SET status = 'pending', wake_on = NULL, wake_at = NULL, "
+        f"waiting_for = '', available_at = {now}, updated_at = {now} "
+        "WHERE id = %(run)s AND status = 'waiting' AND wake_on = %(wake_on)s RETURNING queue",
+        params,
+    ).rows
+    notify([f"q:{row[0]}" for row in rows], alias=d.connection.alias)
+
+
+def child_finished(d: Dialect, child_id: uuid.UUID) -> bool:
+    """Return whether the child run is in a terminal state."""
+    rows = execute(
+        d,
+        f"SELECT 1 FROM durable_run WHERE id = %(run)s AND status IN ({_TERMINAL})",
+        {"run": d.store_uuid(child_id)},
+    ).rows
+    return bool(rows)
+
+
+def _tree(d: Dialect, run_id: uuid.UUID, *, only_cancel_policy: bool) -> list[tuple[Any, ...]]:
+    """Return ``(id, parent_id, status, lease_token, queue)`` of the run's descendants.
+
+    Parents come before their children. With ``only_cancel_policy``, only the children
+    whose ``parent_close`` is ``cancel`` (and all of theirs) are included.
+    """
+    policy = " AND parent_close = 'cancel'" if only_cancel_policy else ""
+    sql = (
+        "WITH RECURSIVE tree(id, depth) AS ("
+        f"SELECT id, 1 FROM durable_run WHERE parent_id = %(run)s{policy} "
+        "UNION ALL SELECT r.id, tree.depth + 1 FROM durable_run r "
+        "JOIN tree ON r.parent_id = tree.id) "
+        "SELECT r.id, r.parent_id, r.status, r.lease_token, r.queue FROM tree "
+        "JOIN durable_run r ON r.id = tree.id ORDER BY tree.depth, r.id"
+    )
+    return execute(d, sql, {"run": d.store_uuid(run_id)}).rows
+
+
+def _cancel_rows(d: Dialect, rows: list[tuple[Any, ...]], reason: str) -> int:
+    """Cancel the runs of ``rows`` (already locked, parents first); return how many changed.
+
+    A run that never started is cancelled at once. Any other unfinished run is asked to
+    stop: it raises Cancelled at its next durable operation, and a waiting one is woken
+    so that it gets there (and runs its cleanup).
+    """
+    error = serialization.dumps(
+        {"type": "django_durable.exceptions.Cancelled", "message": reason, "traceback": ""},
+        what="A cancellation",
+    )
+    changed = 0
+    payloads: list[str] = []
+    for run_id, parent_id, status, token, queue in rows:
+        if status in RunStatus.terminal():
+            continue
+        run = d.read_uuid(run_id)
+        params: dict[str, Any] = {"run": d.store_uuid(run), "reason": reason[:255], "error": error}
+        now = d.now(params)
+        if status == RunStatus.PENDING and int(token) == 0:
+            sql = (
+                f"UPDATE durable_run SET status = 'cancelled', finished_at = {now}, "
+                f"error = {d.param('error', 'jsonb')}, cancel_requested_at = {now}, "
+                f"cancel_reason = %(reason)s, updated_at = {now} "
+                "WHERE id = %(run)s AND status = 'pending' AND lease_token = 0"
+            )
+            if execute(d, sql, params).rowcount:
+                if parent_id is not None:
+                    wake_parent(d, d.read_uuid(parent_id), run)
+                payloads.append(f"r:{run}")
+                changed += 1
+                continue
+            # Claimed since it was read: ask it to stop instead.
+        sql = (
+            f"UPDATE durable_run SET cancel_requested_at = COALESCE(cancel_requested_at, {now}), "
+            "cancel_reason = CASE WHEN cancel_requested_at IS NULL THEN %(reason)s "
+            "ELSE cancel_reason END, "
+            "status = CASE WHEN status = 'waiting' THEN 'pending' ELSE status END, "
+            f"available_at = CASE WHEN status = 'waiting' THEN {now} ELSE available_at END, "
+            "wake_on = CASE WHEN status = 'waiting' THEN NULL ELSE wake_on END, "
+            f"updated_at = {now} WHERE id = %(run)s AND status NOT IN ({_TERMINAL})"
+        )
+        execute(d, sql, params)
+        payloads += [f"x:{run}", f"q:{queue}"]
+        changed += 1
+    notify(payloads, alias=d.connection.alias)
+    return changed
+
+
+def _lock_rows(d: Dialect, rows: list[tuple[Any, ...]]) -> None:
+    if d.pg:
+        for row in rows:  # parents before children, as everywhere
+            lock_run(d, d.read_uuid(row[0]))
+
+
+def cancel_tree(run_id: uuid.UUID, reason: str, *, alias: str | None = None) -> int | None:
+    """Cancel a run and every run under it; return how many changed (``None``: no such run)."""
+    d = dialect(alias)
+    with transaction.atomic(using=d.connection.alias):
+        if not lock_run(d, run_id):
+            return None
+        own = execute(
+            d,
+            "SELECT id, parent_id, status, lease_token, queue FROM durable_run WHERE id = %(run)s",
+            {"run": d.store_uuid(run_id)},
+        ).rows
+        descendants = _tree(d, run_id, only_cancel_policy=False)
+        _lock_rows(d, descendants)
+        return _cancel_rows(d, own + descendants, reason)
+
+
+def close_children(run_id: uuid.UUID, *, alias: str | None = None) -> int:
+    """Cancel the unfinished children that a finished run's ``parent_close`` policy ends."""
+    d = dialect(alias)
+    children = _tree(d, run_id, only_cancel_policy=True)
+    if not children:
+        return 0
+    _lock_rows(d, children)
+    return _cancel_rows(d, children, "its parent run finished")
+
+
+def cancel_marker_position(run_id: uuid.UUID, *, alias: str | None = None) -> int | None:
+    """Return the position where the run first raised Cancelled, if it did."""
+    d = dialect(alias)
+    rows = execute(
+        d,
+        "SELECT MIN(position) FROM durable_step WHERE run_id = %(run)s AND kind = 'cancel'",
+        {"run": d.store_uuid(run_id)},
+    ).rows
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
+
+
+def max_child_depth() -> int:
+    """Return the deepest a child run may be (a top-level run is depth 0)."""
+    return get_settings().MAX_CHILD_DEPTH
