@@ -458,6 +458,10 @@ class TriggerDelivery(models.Model):
     class Meta:
         db_table = "durable_trigger_delivery"
         ordering = ("workflow_name", "event")
+        constraints = (
+            # One delivery per event and workflow: a second could start a second run.
+            models.UniqueConstraint(fields=("workflow_name", "event"), name="durable_trigger_once"),
+        )
         indexes = (models.Index(fields=("workflow_name", "event"), name="durable_trigger_pending"),)
 
     def __str__(self) -> str:

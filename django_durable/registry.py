@@ -52,6 +52,37 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
     return seconds
 
 
+# The cron macros with a fixed time of day (@hourly is the one without).
+FIXED_TIME_MACROS = frozenset(
+    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight"}
+)
+
+
+def check_cron(cron: str) -> str:
+    """Return ``cron`` if it is five cron fields (or a macro like @daily); else ``ValueError``."""
+    from croniter import croniter  # imported when a schedule is declared
+
+    text = cron.strip() if isinstance(cron, str) else ""
+    five_fields = len(text.split()) == 5 or text.lower() in FIXED_TIME_MACROS | {"@hourly"}
+    if not five_fields or not croniter.is_valid(text):
+        raise ValueError(
+            f"{cron!r} is not a cron expression: give five fields, minute hour day-of-month "
+            "month day-of-week (*/15 * * * *), or @hourly, @daily, @weekly, @monthly, @yearly."
+        )
+    return text
+
+
+def check_time_zone(time_zone: str) -> ZoneInfo:
+    """Return the zone named ``time_zone`` (an IANA name); else ``ValueError``."""
+    try:
+        return ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValueError(
+            f"{time_zone!r} is not a known time zone: give an IANA name such as "
+            "'UTC' or 'Europe/Paris'."
+        ) from None
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleSpec:
     """``@durable.workflow(schedule=...)``: a cron expression, its time zone, missed ticks."""
@@ -63,17 +94,11 @@ class ScheduleSpec:
     @classmethod
     def build(cls, cron: str, time_zone: str | None, missed_ticks: str) -> ScheduleSpec:
         """Validate the options and return the spec (``ValueError`` if they are wrong)."""
-        from croniter import croniter  # imported when a schedule is declared
-
         from .statuses import MissedTicks
 
-        if not isinstance(cron, str) or not croniter.is_valid(cron):
-            raise ValueError(f"schedule={cron!r} is not a valid cron expression.")
+        cron = check_cron(cron)  # the same rule as the admin's: five fields or a macro
         zone = time_zone or django_settings.TIME_ZONE or "UTC"
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"schedule_timezone={zone!r} is not a known time zone.") from None
+        check_time_zone(zone)
         if missed_ticks not in MissedTicks.values:
             raise ValueError(f"missed_ticks= must be one of {', '.join(MissedTicks.values)}.")
         return cls(cron=cron, time_zone=zone, missed_ticks=missed_ticks)

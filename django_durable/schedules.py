@@ -17,7 +17,6 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -29,7 +28,14 @@ from .client import create_run
 from .conf import get_settings
 from .exceptions import WorkflowNotFound
 from .models import Schedule
-from .registry import Workflow, get_workflow, registered_workflows
+from .registry import (
+    FIXED_TIME_MACROS,
+    Workflow,
+    check_cron,
+    check_time_zone,
+    get_workflow,
+    registered_workflows,
+)
 from .statuses import MissedTicks
 
 logger = logging.getLogger("django_durable")
@@ -39,33 +45,8 @@ MAX_CATCH_UP = 100
 # The names of the schedules declared in code start with this; admin schedules cannot.
 CODE_PREFIX = "workflow:"
 _MICROSECOND = timedelta(microseconds=1)
-# The macros croniter accepts; only @hourly has no fixed time of day.
-_MACROS = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight"})
 
 # --- cron arithmetic -------------------------------------------------------------------
-
-
-def check_cron(cron: str) -> str:
-    """Return ``cron`` if it is five cron fields (or a macro like @daily); else ``ValueError``."""
-    text = cron.strip() if isinstance(cron, str) else ""
-    five_fields = len(text.split()) == 5 or text.lower() in _MACROS | {"@hourly"}
-    if not five_fields or not croniter.is_valid(text):
-        raise ValueError(
-            f"{cron!r} is not a cron expression: give five fields, minute hour day-of-month "
-            "month day-of-week (*/15 * * * *), or @hourly, @daily, @weekly, @monthly, @yearly."
-        )
-    return text
-
-
-def check_time_zone(time_zone: str) -> ZoneInfo:
-    """Return the zone named ``time_zone`` (an IANA name); else ``ValueError``."""
-    try:
-        return ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(
-            f"{time_zone!r} is not a known time zone: give an IANA name such as "
-            "'UTC' or 'Europe/Paris'."
-        ) from None
 
 
 def _fixed_time(cron: str) -> bool:
@@ -77,7 +58,7 @@ def _fixed_time(cron: str) -> bool:
     """
     text = cron.strip().lower()
     if text.startswith("@"):
-        return text in _MACROS
+        return text in FIXED_TIME_MACROS
     minute, hour = text.split()[:2]
     return not (minute.startswith("*") or hour.startswith("*"))
 

@@ -30,7 +30,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from . import db, db_channels, db_tree, engine, queues, serialization, triggers
+from . import db, db_channels, db_tree, engine, queues, schedules, serialization, triggers
 from .conf import get_settings
 from .exceptions import Cancelled, LeaseLost, SuspendRun
 from .models import RunStatus, WorkerProcess
@@ -128,7 +128,11 @@ class Worker:
         return len(claims)
 
     def maintain(self) -> None:
-        """Make due waiting runs pending, and take back runs whose workers vanished."""
+        """Do the rounds every worker shares, at most once per poll interval.
+
+        Make due waiting runs pending, take back runs whose workers vanished, start the
+        runs of due schedule ticks, and hand pending events to the workflows they trigger.
+        """
         self._next_maintenance = time.monotonic() + self.poll_interval
         woken = db.wake_due_runs(alias=self.alias)
         recovered = db.recover_expired_runs(
@@ -144,8 +148,6 @@ class Worker:
         triggered = triggers.dispatch_triggers(alias=self.alias)
         if triggered:
             logger.debug("worker %s started %d event-triggered runs", self.id, triggered)
-        from . import schedules  # imported here to keep the schedules edit in one place
-
         scheduled = schedules.dispatch_due_schedules(alias=self.alias)
         if scheduled:
             logger.debug("worker %s started %d scheduled runs", self.id, scheduled)
@@ -391,8 +393,6 @@ class Worker:
         Clean means every in-flight run finished or was handed back at a step boundary.
         """
         self._register()
-        from . import schedules  # imported here to keep the schedules edit in one place
-
         schedules.sync_code_schedules(alias=self.alias)
         listener = self._listener
         keys = [f"q:{queue}" for queue in self.queues]

@@ -181,3 +181,17 @@ def test_an_invalid_default_step_retry_fails_at_settings_load(settings):
     settings.DJANGO_DURABLE = {"DEFAULT_STEP_RETRY": {"max_attempts": 0}}
     with pytest.raises(ImproperlyConfigured, match="at least 1"):
         get_settings()
+
+
+@pytest.mark.parametrize("cron", ["0 * * * * *", "0 0 * * * 2030", "nope", "61 * * * *"])
+def test_declared_schedules_take_five_cron_fields_like_the_admin(cron):
+    with pytest.raises(ValueError, match="is not a cron expression"):
+        durable.workflow(name="tests.bad_schedule", schedule=cron)(lambda ctx, scheduled_time: None)
+    assert "tests.bad_schedule" not in registry.registered_workflows()
+
+
+def test_a_declared_schedule_needs_a_known_time_zone():
+    with pytest.raises(ValueError, match="is not a known time zone"):
+        durable.workflow(name="tests.bad_zone", schedule="@daily", schedule_timezone="Mars/Base")(
+            lambda ctx, scheduled_time: None
+        )
