@@ -63,14 +63,10 @@ def _schedule(options: StartOptions) -> tuple[Any, Any]:
     """Return ``available_at`` and ``deadline_at`` for a new run."""
     timeout = options.workflow.timeout
     delay = options.delay
-    if isinstance(delay, datetime):
-        if timezone.is_naive(delay):
-            raise ValueError("delay= takes seconds, a timedelta, or an aware datetime.")
+    if isinstance(delay, datetime):  # StartOptions checked it is aware
         deadline = delay + timedelta(seconds=timeout) if timeout is not None else None
         return delay, deadline
     seconds = _seconds(delay)
-    if seconds < 0:
-        raise ValueError("delay= cannot be negative.")
     deadline = _db_time(seconds + timeout) if timeout is not None else None
     return _db_time(seconds), deadline
 
@@ -221,50 +217,66 @@ def retry(run_id: str | uuid.UUID) -> RunHandle:
     """Start a failed or cancelled run again from its checkpoints.
 
     What completed stays; the run goes back to where it failed (the failing step runs
-    again) or was cancelled, with ``attempt`` one higher and its deadline renewed.
+    again) or was cancelled, with ``attempt`` one higher and its deadline renewed. Its
+    child runs that were cancelled with it (when it was cancelled or finished) start
+    again from their checkpoints too, so that it finds them running.
     """
     alias = _alias()
     with transaction.atomic(using=alias):
-        run = (
-            Run.objects.using(alias)
-            .select_for_update(of=("self",))
-            .filter(pk=_uuid(run_id))
-            .first()
-        )
+        run = _locked(Run.objects.using(alias).filter(pk=_uuid(run_id))).first()
         if run is None:
             raise RunNotFound(f"No run has the id {str(run_id)!r}.")
         if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise DurableError(
                 f"Run {run.pk} is {run.status}: only failed or cancelled runs can be retried."
             )
-        if run.status == RunStatus.CANCELLED:
-            position = db_tree.cancel_marker_position(run.pk, alias=alias)
-        else:
-            position = (run.error or {}).get("position")
-        if position is not None:
-            db.rewind(run.pk, int(position), alias=alias)
-        try:
-            timeout = get_workflow(run.workflow_name).timeout
-        except WorkflowNotFound:
-            timeout = None
-        Run.objects.using(alias).filter(pk=run.pk).update(
-            status=RunStatus.PENDING,
-            available_at=_db_time(0),
-            deadline_at=None if timeout is None else _db_time(timeout),
-            attempt=F("attempt") + 1,
-            error=None,
-            result=None,
-            finished_at=None,
-            cancel_requested_at=None,
-            cancel_reason="",
-            recoveries=0,
-            wake_at=None,
-            wake_on=None,
-            waiting_for="",
-            updated_at=timezone.now(),
-        )
-        db.notify([f"q:{run.queue}"], alias=alias)
+        ended = [t for t in (run.cancel_requested_at, run.finished_at) if t is not None]
+        reopened = [(run.pk, _reopen(run, alias))]
+        while ended and reopened:  # parents before children: the lock order everywhere
+            parent_id, rewound_to = reopened.pop()
+            children = Run.objects.using(alias).filter(
+                parent_id=parent_id, status=RunStatus.CANCELLED, cancel_requested_at__gte=min(ended)
+            )
+            if rewound_to is not None:  # those past it start anew when the parent gets there
+                children = children.filter(parent_position__lt=rewound_to)
+            reopened += [(child.pk, _reopen(child, alias)) for child in _locked(children)]
     return RunHandle(_get(run.pk))
+
+
+def _locked(runs: Any) -> Any:
+    return runs.select_for_update(of=("self",)).order_by("id")
+
+
+def _reopen(run: Run, alias: str) -> int | None:
+    """Make a failed or cancelled run pending again; return the position it rewound to."""
+    if run.status == RunStatus.CANCELLED:
+        position = db_tree.cancel_marker_position(run.pk, alias=alias)
+    else:
+        position = (run.error or {}).get("position")
+    if position is not None:
+        db_tree.rewind(run.pk, int(position), alias=alias)
+    try:
+        timeout = get_workflow(run.workflow_name).timeout
+    except WorkflowNotFound:
+        timeout = None
+    Run.objects.using(alias).filter(pk=run.pk).update(
+        status=RunStatus.PENDING,
+        available_at=_db_time(0),
+        deadline_at=None if timeout is None else _db_time(timeout),
+        attempt=F("attempt") + 1,
+        error=None,
+        result=None,
+        finished_at=None,
+        cancel_requested_at=None,
+        cancel_reason="",
+        recoveries=0,
+        wake_at=None,
+        wake_on=None,
+        waiting_for="",
+        updated_at=timezone.now(),
+    )
+    db.notify([f"q:{run.queue}"], alias=alias)
+    return None if position is None else int(position)
 
 
 async def aretry(run_id: str | uuid.UUID) -> RunHandle:

@@ -88,6 +88,10 @@ class DurableSettings:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['HEARTBEAT_INTERVAL'] must be between 0 and LEASE_SECONDS."
             )
+        if not isinstance(self.MAX_CHILD_DEPTH, int) or self.MAX_CHILD_DEPTH < 0:
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['MAX_CHILD_DEPTH'] must be a whole number, 0 or more."
+            )
         if self.MAX_RECOVERIES < 0 or self.SHUTDOWN_TIMEOUT < 0:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['MAX_RECOVERIES'] and ['SHUTDOWN_TIMEOUT'] cannot be negative."

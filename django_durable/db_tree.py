@@ -13,7 +13,7 @@ from typing import Any
 
 from django.db import transaction
 
-from . import serialization
+from . import db, serialization
 from .conf import get_settings
 from .db import Dialect, dialect, execute, notify
 from .statuses import RunStatus
@@ -128,19 +128,49 @@ def _lock_rows(d: Dialect, rows: list[tuple[Any, ...]]) -> None:
 
 
 def cancel_tree(run_id: uuid.UUID, reason: str, *, alias: str | None = None) -> int | None:
-    """Cancel a run and every run under it; return how many changed (``None``: no such run)."""
+    """Cancel a run and every run under it; return how many changed (``None``: no such run).
+
+    A run that already finished is left alone, and so are its children: those still
+    running were abandoned on purpose (``parent_close="abandon"``); cancel them directly.
+    """
     d = dialect(alias)
+    select = "SELECT id, parent_id, status, lease_token, queue FROM durable_run WHERE id = %(run)s"
     with transaction.atomic(using=d.connection.alias):
-        if not lock_run(d, run_id):
+        found = execute(d, select, {"run": d.store_uuid(run_id)}).rows
+        if not found:
             return None
-        own = execute(
-            d,
-            "SELECT id, parent_id, status, lease_token, queue FROM durable_run WHERE id = %(run)s",
-            {"run": d.store_uuid(run_id)},
-        ).rows
+        parent_id = found[0][1]
+        if parent_id is not None:  # parent before child: cancelling the run may wake it
+            lock_run(d, d.read_uuid(parent_id))
+        lock_run(d, run_id)
+        own = execute(d, select, {"run": d.store_uuid(run_id)}).rows
+        if not own:  # pruned meanwhile
+            return None
+        if own[0][2] in RunStatus.terminal():
+            return 0  # a finished run's children were settled by its parent_close policy
         descendants = _tree(d, run_id, only_cancel_policy=False)
         _lock_rows(d, descendants)
         return _cancel_rows(d, own + descendants, reason)
+
+
+def rewind(run_id: uuid.UUID, position: int, *, alias: str | None = None) -> int:
+    """Rewind the run to ``position`` (see ``db.rewind``) and cancel the children it
+    started there or later: running its code again starts them anew. Call it with the
+    run locked; returns the records deleted."""
+    d = dialect(alias)
+    deleted = db.rewind(run_id, position, alias=alias)
+    rows = execute(
+        d,
+        "SELECT id, parent_id, status, lease_token, queue FROM durable_run "
+        f"WHERE parent_id = %(run)s AND parent_position >= %(position)s "
+        f"AND status NOT IN ({_TERMINAL}) ORDER BY id",
+        {"run": d.store_uuid(run_id), "position": position},
+    ).rows
+    for row in rows:
+        tree = [row, *_tree(d, d.read_uuid(row[0]), only_cancel_policy=False)]
+        _lock_rows(d, tree)
+        _cancel_rows(d, tree, "the operation that started it ran again")
+    return deleted
 
 
 def close_children(run_id: uuid.UUID, *, alias: str | None = None) -> int:

@@ -141,6 +141,9 @@ class SuspendRun(BaseException):
     A ``BaseException`` so that a workflow's ``except Exception`` cannot swallow it.
     ``wake_at`` is when the run becomes runnable again (``None``: only when woken);
     ``release`` hands the run straight back to the queue (worker shutting down).
+    ``wake_on`` names what wakes it sooner (``e:`` event, ``m:`` message, ``c:`` child
+    run); ``floor`` is the newest id of that kind it has already seen; ``shielded`` waits
+    inside ``ctx.shield()``, where a cancellation does not wake it.
     """
 
     def __init__(

@@ -108,9 +108,11 @@ class Run(models.Model):
     wake_at = models.DateTimeField(null=True, blank=True)
     # What a waiting run waits for, for people: "sleep", "retry of step 'charge'", ...
     waiting_for = models.CharField(max_length=255, blank=True, default="")
-    # What wakes a waiting run, for the code: "e:<event name>" or "m:<message topic>".
+    # What wakes a waiting run, for the code: "e:<event name>", "m:<message topic>"
+    # or "c:<child run id>" (the child finishing).
     wake_on = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
-    # The run fails with WorkflowTimedOut if it is not finished by then.
+    # The run fails with WorkflowTimedOut if it is not finished by then (with
+    # on_timeout="cancel" it is cancelled instead, and its cleanup runs).
     deadline_at = models.DateTimeField(null=True, blank=True)
     # The run that started this one with ctx.start_child(), and where in it.
     parent = models.ForeignKey(

@@ -2,7 +2,8 @@
 
 Payloads on the channel are ``q:<queue>`` (work is ready in a queue; ``q:*`` any queue),
 ``r:<run id>`` (a run finished), ``v:<run id>`` (it published a value), ``s:<run id>``
-(it wrote to a stream) and ``t:<workflow>`` (an event that triggers it was stored). A
+(it wrote to a stream), ``x:<run id>`` (someone asked it to stop: its worker cancels
+it) and ``t:<workflow>`` (an event that triggers the workflow was stored). A
 notification is only ever a hint: every waiter also re-checks the database at least once
 per ``POLL_INTERVAL``, so a lost notification (listener reconnecting, database restart)
 costs latency, never correctness.

@@ -132,6 +132,9 @@ class TriggerSpec:
         )
 
 
+_LONGEST_DELAY = 100 * 365 * 86400
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class StartOptions:
     """How to start a run: returned by ``Workflow.using()``; call ``.start()`` on it."""
@@ -148,6 +151,18 @@ class StartOptions:
     def __post_init__(self) -> None:
         if self.parent_close not in ("cancel", "abandon"):
             raise ValueError('parent_close= must be "cancel" or "abandon".')
+        delay = self.delay
+        if isinstance(delay, datetime):
+            if delay.tzinfo is None or delay.utcoffset() is None:
+                raise ValueError("delay= takes seconds, a timedelta, or an aware datetime.")
+        elif delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (int, float, timedelta)):
+                raise TypeError("delay= takes seconds, a timedelta, or an aware datetime.")
+            seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+            if not seconds >= 0:  # NaN too
+                raise ValueError("delay= cannot be negative.")
+            if seconds >= _LONGEST_DELAY:  # infinity too
+                raise ValueError("delay= must be under 100 years.")
 
     def start(self, *args: Any, **kwargs: Any) -> RunHandle:
         """Start a run of the workflow with these options and arguments."""

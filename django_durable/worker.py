@@ -326,7 +326,7 @@ class Worker:
                 claim, values, notify="queue" if due else None, alias=self.alias
             )
             if stored and outcome.kind == "retry" and outcome.rewind_to is not None:
-                db.rewind(claim.run_id, outcome.rewind_to, alias=self.alias)
+                db_tree.rewind(claim.run_id, outcome.rewind_to, alias=self.alias)
         if stored and wake_at is not None and not due:
             self._hint_wake(wake_at)
         return stored

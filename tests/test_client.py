@@ -140,6 +140,13 @@ def test_delay_until_a_datetime():
         wf.add.using(delay=dt.datetime(2030, 1, 1)).start(1, 2)
     with pytest.raises(ValueError, match="cannot be negative"):
         wf.add.using(delay=-1).start(1, 2)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        wf.add.using(delay=float("nan"))
+    with pytest.raises(ValueError, match="under 100 years"):
+        wf.add.using(delay=float("inf"))
+    with pytest.raises(TypeError, match="takes seconds"):
+        wf.add.using(delay="soon")  # type: ignore[arg-type]
+    assert not Run.objects.filter(available_at__gt=when).exists()  # nothing was stored
 
 
 def test_higher_priority_runs_are_claimed_first():

@@ -268,6 +268,141 @@ def test_only_failed_or_cancelled_runs_can_be_retried():
         durable.retry("00000000-0000-0000-0000-000000000000")
 
 
+def step_kinds(run_id: str) -> list[str]:
+    rows = Step.objects.filter(run_id=run_id).order_by("position")
+    return list(rows.values_list("kind", flat=True))
+
+
+def until_idle(worker: Worker, timeout: float = 15.0) -> None:
+    """Run the worker until nothing is pending or running (waiting runs may remain)."""
+    run_until(
+        worker,
+        lambda: (
+            not Run.objects.filter(status__in=["pending", "running"]).exists()
+            and worker.run_once() == 0
+        ),
+        timeout,
+    )
+
+
+def test_cancelled_while_waiting_for_a_message_the_marker_replaces_the_wait(worker):
+    handle = wf.cleans_up_after_recv.start()
+    worker.run_once()
+    assert handle.refresh().model.wake_on == "m:go"
+    handle.cancel("no longer needed")
+    drain(worker)
+    assert handle.refresh().status == RunStatus.CANCELLED
+    # The recv's waiting record became the cancel marker: replay cancels there again.
+    assert step_kinds(handle.id) == ["cancel", "sleep", "step"]
+    assert executions(handle.id, "cleanup") == 1
+    handle.retry()
+    until_idle(worker)
+    assert handle.refresh().model.wake_on == "m:go"  # waiting for its message again
+    assert step_kinds(handle.id) == ["recv"]
+    handle.send("now", "go")
+    drain(worker)
+    assert handle.result(timeout=1) == "got now"
+    assert executions(handle.id, "cleanup") == 1  # the cleanup of the first time only
+
+
+def test_cancelled_during_a_retry_backoff_cleans_up_and_retries_the_step(worker):
+    handle = wf.cancelled_in_backoff.start()
+    worker.run_once()
+    run = handle.refresh().model
+    assert run.status == RunStatus.WAITING and "retry" in run.waiting_for
+    handle.cancel()
+    drain(worker)
+    assert handle.refresh().status == RunStatus.CANCELLED
+    assert step_kinds(handle.id) == ["cancel", "step"]
+    assert executions(handle.id, "attempt") == 1  # the backoff was not cut into a retry
+    handle.retry()
+    drain(worker)
+    assert handle.result(timeout=1) == "second attempt worked"
+    assert executions(handle.id, "attempt") == 2
+
+
+def test_retrying_a_cancelled_parent_retries_the_children_cancelled_with_it(worker):
+    parent = wf.parent_of_waiting_child.start()
+    until_idle(worker)
+    [child] = parent.children()
+    parent.cancel("tear down")
+    drain(worker)
+    assert {parent.refresh().status, child.refresh().status} == {RunStatus.CANCELLED}
+    parent.retry()
+    until_idle(worker)
+    assert child.refresh().status == RunStatus.WAITING  # back in its recv
+    assert parent.refresh().model.wake_on == f"c:{child.id}"
+    assert parent.children() == [child]  # the same child, not a new one
+    child.send("go", "go")
+    drain(worker)
+    assert parent.result(timeout=1) == "parent saw: child got go"
+    assert child.refresh().model.attempt == 2
+
+
+def test_retrying_a_failed_parent_reopens_the_children_its_failure_closed(worker):
+    parent = wf.parent_of_waiting_child.start(fail_after=True)
+    drain(worker)
+    [child] = parent.children()
+    assert parent.refresh().status == RunStatus.FAILED
+    assert child.refresh().status == RunStatus.CANCELLED  # parent_close="cancel"
+    parent.retry()
+    until_idle(worker)
+    assert child.refresh().status == RunStatus.WAITING
+    child.send("go", "go")
+    drain(worker)
+    assert parent.result(timeout=1) == "parent saw: child got go"
+
+
+def test_a_parent_that_failed_on_its_cancelled_child_starts_a_new_one_when_retried(worker):
+    parent = wf.parent_of_waiting_child.start()
+    until_idle(worker)
+    [child] = parent.children()
+    child.cancel("on its own")
+    drain(worker)  # the parent sees its child cancelled and fails
+    assert parent.refresh().status == RunStatus.FAILED
+    assert parent.error["position"] == 0  # the start_child the failure came from
+    parent.retry()
+    until_idle(worker)
+    assert child.refresh().status == RunStatus.CANCELLED  # left as it was
+    [new] = [run for run in parent.children() if run.id != child.id]
+    new.send("again", "go")
+    drain(worker)
+    assert parent.result(timeout=1) == "parent saw: child got again"
+
+
+def test_cancelling_a_finished_run_leaves_its_abandoned_children_alone(worker):
+    parent = wf.parent_leaves.start("abandon")
+    until_idle(worker)
+    child = durable.get_run(parent.result(timeout=1))
+    assert child.refresh().status == RunStatus.WAITING
+    assert durable.cancel(parent.id) is False
+    assert child.refresh().status == RunStatus.WAITING
+    assert child.model.cancel_requested_at is None
+
+
+def test_rewinding_a_run_cancels_the_children_started_in_what_it_undoes(worker):
+    from django.db import transaction
+
+    from django_durable import db_tree
+
+    parent = wf.parent_of_waiting_child.start()
+    until_idle(worker)
+    [child] = parent.children()
+    with transaction.atomic():
+        db_tree.rewind(parent.model.pk, 1)  # keeps position 0: the child stays
+    assert child.refresh().status == RunStatus.WAITING
+    with transaction.atomic():
+        db_tree.rewind(parent.model.pk, 0)  # undoes the start_child itself
+    until_idle(worker)
+    child.refresh()
+    assert child.status == RunStatus.CANCELLED
+    assert "ran again" in child.error["message"]
+    # Running the rewound code again started a new child, which it now waits for.
+    [old, new] = sorted(parent.children(), key=lambda run: run.id != child.id)
+    assert old == child and new.status == RunStatus.WAITING
+    assert parent.refresh().model.wake_on == f"c:{new.id}"
+
+
 # --- versions ------------------------------------------------------------------------------
 
 

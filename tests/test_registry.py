@@ -138,6 +138,8 @@ def test_settings_defaults_and_reset_on_change(settings):
         ({"LEASE_SECONDS": 0}, "must be greater than 0"),
         ({"HEARTBEAT_INTERVAL": 40, "LEASE_SECONDS": 30}, "between 0 and LEASE_SECONDS"),
         ({"MAX_RECOVERIES": -1}, "cannot be negative"),
+        ({"MAX_CHILD_DEPTH": -1}, "MAX_CHILD_DEPTH'] must be a whole number"),
+        ({"MAX_CHILD_DEPTH": 2.5}, "MAX_CHILD_DEPTH'] must be a whole number"),
         ({"DEFAULT_STEP_RETRY": 3}, "must be a dict"),
         ([1], "must be a dict"),
     ],

@@ -669,3 +669,56 @@ def exclusive(ctx: durable.Context, pause: float) -> int:
 @durable.workflow(name="tests.rated", queue="rated")
 def rated(ctx: durable.Context) -> int:
     return ctx.step("work", lambda: 1)
+
+
+@durable.workflow(name="tests.cleans_up_after_recv")
+def cleans_up_after_recv(ctx: durable.Context) -> str:
+    """Cancelled while it waits for a message, it cleans up; retried, it waits again."""
+    try:
+        message = ctx.recv("go")
+    except durable.Cancelled:
+        with ctx.shield():
+            ctx.sleep(0.05)  # a wait inside the cleanup must not be cut short or confused
+            ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+    return f"got {message}"
+
+
+@durable.workflow(name="tests.cancelled_in_backoff")
+def cancelled_in_backoff(ctx: durable.Context) -> str:
+    """Its step keeps failing with a long backoff, during which it is cancelled."""
+
+    def body() -> str:
+        if executed(ctx.run_id, "attempt") == 1:
+            raise RuntimeError("first attempt fails")
+        return "second attempt worked"
+
+    try:
+        return ctx.step(
+            "flaky",
+            body,
+            retry=durable.RetryPolicy(max_attempts=3, initial_delay=3600, max_delay=3600),
+        )
+    except durable.Cancelled:
+        with ctx.shield():
+            ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+
+
+@durable.workflow(name="tests.child_waits_for_go")
+def child_waits_for_go(ctx: durable.Context) -> str:
+    return f"child got {ctx.recv('go')}"
+
+
+@durable.workflow(name="tests.parent_of_waiting_child")
+def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> str:
+    handle = ctx.start_child(child_waits_for_go)
+    if fail_after:
+
+        def fails_once() -> str:
+            if executed(ctx.run_id, "fails_once") == 1:
+                raise RuntimeError("the parent's own step fails")
+            return "ok"
+
+        ctx.step("fails_once", fails_once, retry=durable.RetryPolicy(max_attempts=1))
+    return f"parent saw: {handle.result()}"
