@@ -22,6 +22,7 @@ from .conf import get_settings
 from .exceptions import (
     DurableError,
     RunNotFound,
+    RunNotRetryable,
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowNotFound,
@@ -227,7 +228,7 @@ def retry(run_id: str | uuid.UUID) -> RunHandle:
         if run is None:
             raise RunNotFound(f"No run has the id {str(run_id)!r}.")
         if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
-            raise DurableError(
+            raise RunNotRetryable(
                 f"Run {run.pk} is {run.status}: only failed or cancelled runs can be retried."
             )
         ended = [t for t in (run.cancel_requested_at, run.finished_at) if t is not None]

@@ -112,6 +112,8 @@ def _cancel_rows(d: Dialect, rows: list[tuple[Any, ...]], reason: str) -> int:
             "status = CASE WHEN status = 'waiting' THEN 'pending' ELSE status END, "
             f"available_at = CASE WHEN status = 'waiting' THEN {now} ELSE available_at END, "
             "wake_on = CASE WHEN status = 'waiting' THEN NULL ELSE wake_on END, "
+            "waiting_for = CASE WHEN status = 'waiting' THEN '' ELSE waiting_for END, "
+            "wake_at = CASE WHEN status = 'waiting' THEN NULL ELSE wake_at END, "
             f"updated_at = {now} WHERE id = %(run)s AND status NOT IN ({_TERMINAL})"
         )
         execute(d, sql, params)

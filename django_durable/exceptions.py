@@ -21,6 +21,10 @@ class RunNotFound(DurableError, LookupError):
     """No run has that id."""
 
 
+class RunNotRetryable(DurableError):
+    """Only a failed or cancelled run can be retried."""
+
+
 class SerializationError(DurableError, TypeError):
     """A value cannot be stored as JSON."""
 

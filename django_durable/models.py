@@ -139,7 +139,9 @@ class Run(models.Model):
         db_table = "durable_run"
         ordering = ("-created_at",)
         verbose_name = _("workflow run")
-        permissions = (("operate_run", _("Can send messages to runs that others own")),)
+        permissions = (
+            ("operate_run", _("Can operate runs that others own (send, cancel, retry)")),
+        )
         indexes = (
             # Claim: only pending rows are in it, however many finished runs pile up.
             models.Index(

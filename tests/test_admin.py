@@ -415,6 +415,11 @@ def test_the_change_view_query_count_does_not_grow_with_what_a_run_published(
         )
         for index in range(count):
             durable.send(run_id, index)
+        # Child runs, as a worker would insert them.
+        Run.objects.bulk_create(
+            Run(workflow_name="tests.add", parent_id=run_id, parent_position=index, depth=1)
+            for index in range(count)
+        )
 
     publish(runs["added"], 1)
     publish(runs["pending"], 150)
@@ -425,14 +430,18 @@ def test_the_change_view_query_count_does_not_grow_with_what_a_run_published(
         many_page = page(client.get(change_url(runs["pending"])))
     assert "The first 100 keys, by name." in many_page
     assert "The first 100 streams, by key." in many_page
-    assert "The first 100" not in few_page
+    assert "The first 50 of 150 child runs." in many_page
+    assert "The first 100" not in few_page and "child runs." not in few_page
     # The progress bar and the values table: one query each.
     assert len(on_table(few, "durable_value")) == len(on_table(many, "durable_value")) == 2
     assert len(on_table(few, "durable_stream")) == len(on_table(many, "durable_stream")) == 1
     # The newest 50 messages, and a count only when there are more.
     assert len(on_table(few, "durable_message")) == 1
     assert len(on_table(many, "durable_message")) == 2
-    assert len(many) == len(few) + 1
+    # The run, its first 50 children, and a count of them only when there are more.
+    assert len(on_table(few, "durable_run")) == 2
+    assert len(on_table(many, "durable_run")) == 3
+    assert len(many) == len(few) + 2
 
 
 # --- events and messages ----------------------------------------------------------------
@@ -592,3 +601,143 @@ def test_event_and_message_changelists_query_count_does_not_grow(
     assert sum("COUNT(*)" in query["sql"].upper() for query in many.captured_queries) == 1
     (page_query,) = page_queries(many, f"durable_{model}")
     assert '"data"' not in page_query
+
+
+# --- operating runs: cancel and retry actions, parents and children ---------------------------
+
+
+def act(client, action: str, *run_ids: str) -> str:
+    """Run an admin action on the changelist and return the page it redirects to."""
+    response = client.post(
+        CHANGELIST, {"action": action, "_selected_action": list(run_ids)}, follow=True
+    )
+    return page(response)
+
+
+@pytest.fixture
+def operable(worker):
+    """A sleeping run, one that never started, a completed one and a failed one."""
+    sleeping = wf.cleanup.start()
+    worker.run_once()
+    assert sleeping.refresh().status == "waiting"
+    done = wf.add.start(1, 2)
+    failed = wf.retry_me.start()
+    worker.run_once()
+    worker.run_once()
+    pending = wf.add.start(3, 4)
+    assert (done.refresh().status, failed.refresh().status) == ("completed", "failed")
+    return {"sleeping": sleeping, "pending": pending, "done": done, "failed": failed}
+
+
+def test_the_cancel_action_cancels_through_the_client_and_skips_finished_runs(
+    superuser, client, operable, worker
+):
+    from tests.testapp.models import Execution
+
+    ids = {name: handle.id for name, handle in operable.items()}
+    content = act(client, "cancel_runs", ids["sleeping"], ids["pending"], ids["done"])
+    assert "Cancelled 2 runs; runs in progress stop at their next durable operation." in content
+    assert f"Skipped 1 run already finished: {ids['done']}." in content
+    assert operable["pending"].refresh().status == "cancelled"
+    sleeping = operable["sleeping"].refresh()
+    assert sleeping.status == "pending" and sleeping.model.cancel_reason == "cancelled in the admin"
+    while worker.run_once():
+        pass
+    assert sleeping.refresh().status == "cancelled"
+    assert Execution.objects.filter(run_id=ids["sleeping"], label="cleanup").count() == 1
+    assert operable["done"].refresh().status == "completed"
+    # The admin's history says who did it.
+    history = page(client.get(reverse("admin:django_durable_run_history", args=[ids["pending"]])))
+    assert "Cancelled." in history and "root" in history
+
+
+def test_the_retry_action_retries_failed_runs_and_skips_the_others(
+    superuser, client, operable, worker
+):
+    ids = {name: handle.id for name, handle in operable.items()}
+    content = act(client, "retry_runs", ids["failed"], ids["done"], ids["sleeping"])
+    assert "Retried 1 run: it starts again from its checkpoints." in content
+    assert "Skipped 2 runs that are not failed or cancelled: " in content
+    assert ids["done"] in content and ids["sleeping"] in content
+    retried = operable["failed"].refresh()
+    assert (retried.status, retried.model.attempt) == ("pending", 2)
+    worker.run_once()
+    assert retried.result(timeout=1) == 7
+    assert operable["done"].refresh().model.attempt == 1
+
+
+def test_a_cancelled_run_can_be_retried_from_the_admin(superuser, client, operable):
+    run_id = operable["pending"].id
+    act(client, "cancel_runs", run_id)
+    assert "Retried 1 run" in act(client, "retry_runs", run_id)
+    assert operable["pending"].refresh().status == "pending"
+
+
+def test_skipped_runs_are_named_up_to_ten(superuser, client, run_all):
+    handles = [wf.add.start(index, 1) for index in range(12)]
+    run_all()
+    content = act(client, "cancel_runs", *(handle.id for handle in handles))
+    (message,) = re.findall(r'<li class="warning">(.*?)</li>', content)
+    assert message.startswith("Skipped 12 runs already finished: ")
+    assert message.endswith(" and 2 more.")
+    assert sum(handle.id in message for handle in handles) == 10
+
+
+def test_only_operators_see_and_use_the_actions(staff, client, operable):
+    grant(staff, "view_run")
+    content = page(client.get(CHANGELIST))
+    assert "cancel_runs" not in content and "retry_runs" not in content
+    act(client, "cancel_runs", operable["pending"].id)
+    act(client, "retry_runs", operable["failed"].id)
+    assert operable["pending"].refresh().status == "pending"
+    assert operable["failed"].refresh().status == "failed"
+    grant(staff, "operate_run")
+    staff = User.objects.get(pk=staff.pk)  # a fresh permission cache
+    client.force_login(staff)
+    content = page(client.get(CHANGELIST))
+    assert "Cancel selected runs" in content and "Retry selected runs" in content
+    assert "Cancelled 1 run;" in act(client, "cancel_runs", operable["pending"].id)
+    assert operable["pending"].refresh().status == "cancelled"
+
+
+def test_superusers_see_the_actions(superuser, client, runs):
+    content = page(client.get(CHANGELIST))
+    assert "Cancel selected runs" in content and "Retry selected runs" in content
+
+
+def test_the_change_view_links_parent_and_children(superuser, client, worker):
+    parent = wf.parent_fanout.start(2)
+    worker.run_once()
+    children = parent.children()
+    content = page(client.get(change_url(parent.id)))
+    family = section(content, "Parent and children")
+    assert [change_url(child.id) in family for child in children] == [True, True]
+    assert family.count("tests.child_double") == 2 and "Pending" in family
+    assert "Parent run:" not in family  # a top-level run
+    child = page(client.get(change_url(children[0].id)))
+    family = section(child, "Parent and children")
+    assert change_url(parent.id) in family and "started at its position 0" in family
+    assert "Child runs:" not in family
+    assert ">Parent and children</h2>" not in page(client.get(change_url(wf.add.start(1, 1).id)))
+
+
+def test_the_change_view_shows_the_cancellation_request(superuser, client, worker):
+    handle = wf.cleanup.start()
+    worker.run_once()
+    assert "Cancellation:" not in page(client.get(change_url(handle.id)))
+    durable.cancel(handle.id, "customer left")
+    content = page(client.get(change_url(handle.id)))
+    assert "Cancellation:" in content and ": customer left" in content
+
+
+def test_the_all_children_link_filters_the_changelist_by_parent(superuser, client, runs):
+    Run.objects.bulk_create(
+        Run(workflow_name="tests.add", parent_id=runs["added"], parent_position=index, depth=1)
+        for index in range(51)
+    )
+    content = page(client.get(change_url(runs["added"])))
+    link = f"{CHANGELIST}?parent__id__exact={runs['added']}"
+    assert link in content
+    listed = page(client.get(link))
+    assert "51 workflow runs" in listed  # the children only
+    assert runs["failed"] not in listed and runs["pending"] not in listed

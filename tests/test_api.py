@@ -563,3 +563,241 @@ def test_a_binary_cloud_event_without_a_body_has_null_data():
     )
     assert response.status_code == 202, response.json()
     assert Event.objects.get().get_data() is None
+
+
+# --- operating runs: cancel, retry, children ------------------------------------------------
+
+
+def cancel_url(run_id: str) -> str:
+    return f"{BASE}/runs/{run_id}/cancel/"
+
+
+def retry_url(run_id: str) -> str:
+    return f"{BASE}/runs/{run_id}/retry/"
+
+
+def test_cancel_a_sleeping_run_runs_its_cleanup_and_ends_cancelled(client, ada, worker):
+    from tests.testapp.models import Execution
+
+    run = wf.cleanup.using(owner=ada).start()
+    worker.run_once()
+    assert run.refresh().status == RunStatus.WAITING
+    response = client.post(cancel_url(run.id), {"reason": "customer left"}, format="json")
+    assert response.status_code == 202, response.json()
+    page = response.json()
+    assert page["id"] == run.id and page["status"] == "pending"  # woken to stop
+    assert page["cancel_requested"] is True and page["cancel_reason"] == "customer left"
+    assert page["cancel_requested_at"] is not None
+    drain(worker)
+    page = client.get(f"{BASE}/runs/{run.id}/").json()
+    assert page["status"] == "cancelled"
+    assert page["error"]["message"] == "customer left"
+    assert Execution.objects.filter(run_id=run.id, label="cleanup").count() == 1
+    assert Execution.objects.filter(run_id=run.id, label="never").count() == 0
+
+
+def test_cancel_without_a_body_ends_a_run_that_never_started(client, ada):
+    run = wf.add.using(owner=ada).start(1, 2)
+    response = client.post(cancel_url(run.id))
+    assert response.status_code == 202, response.json()
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["cancel_reason"] == "cancelled"
+    assert run.refresh().status == RunStatus.CANCELLED
+
+
+def test_cancel_a_finished_run_is_409_run_finished(client, ada, worker):
+    run = wf.add.using(owner=ada).start(1, 2)
+    drain(worker)
+    response = client.post(cancel_url(run.id), {"reason": "too late"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "run_finished"
+    assert run.refresh().status == RunStatus.COMPLETED
+    assert not run.model.cancel_reason
+
+
+def test_a_bad_cancel_body_is_400(client, ada):
+    run = wf.add.using(owner=ada).start(1, 2)
+    response = client.post(cancel_url(run.id), {"reason": "r" * 256}, format="json")
+    assert response.status_code == 400 and list(response.json()) == ["reason"]
+    assert client.post(cancel_url(run.id), [1], format="json").status_code == 400
+    assert run.refresh().status == RunStatus.PENDING
+
+
+def test_cancel_a_parent_cancels_its_children_shown_in_its_page(client, ada, worker):
+    parent = wf.parent_fanout.using(owner=ada).start(2)
+    worker.run_once()  # the parent starts its children and waits
+    page = client.post(cancel_url(parent.id), format="json").json()
+    assert {child["status"] for child in page["children"]} == {"cancelled"}  # never started
+    drain(worker)
+    assert parent.refresh().status == RunStatus.CANCELLED
+
+
+def test_retry_a_failed_run_then_it_completes(client, ada, worker):
+    run = wf.retry_me.using(owner=ada).start()
+    drain(worker)
+    assert run.refresh().status == RunStatus.FAILED
+    response = client.post(retry_url(run.id))
+    assert response.status_code == 202, response.json()
+    page = response.json()
+    assert (page["status"], page["attempt"], page["error"]) == ("pending", 2, None)
+    drain(worker)
+    page = client.get(f"{BASE}/runs/{run.id}/").json()
+    assert (page["status"], page["result"]) == ("completed", 7)
+
+
+def test_retry_a_cancelled_run(client, ada, worker):
+    run = wf.cleanup.using(owner=ada).start()
+    worker.run_once()
+    client.post(cancel_url(run.id))
+    drain(worker)
+    page = client.post(retry_url(run.id)).json()
+    assert page["status"] == "pending" and page["cancel_requested"] is False
+    worker.run_once()
+    assert run.refresh().status == RunStatus.WAITING  # back in its sleep
+
+
+@pytest.mark.parametrize("finish", [True, False])
+def test_retry_a_run_that_is_not_failed_or_cancelled_is_409_not_retryable(
+    client, ada, worker, finish
+):
+    run = wf.add.using(owner=ada).start(1, 2)
+    if finish:
+        drain(worker)
+    response = client.post(retry_url(run.id))
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_retryable"
+    assert "only failed or cancelled runs can be retried" in response.json()["detail"]
+    assert run.refresh().model.attempt == 1
+
+
+def test_seeing_a_run_is_not_enough_to_cancel_or_retry_it(worker):
+    owner = make_user("ada")
+    sleeping = wf.cleanup.using(owner=owner).start()
+    failed = wf.boom.using(owner=owner).start()
+    drain_once = [worker.run_once() for _ in range(2)]
+    assert any(drain_once)
+    assert failed.refresh().status == RunStatus.FAILED
+    viewer = client_for(make_user("eve", "django_durable.view_run"))
+    assert viewer.get(f"{BASE}/runs/{sleeping.id}/").status_code == 200
+    assert viewer.post(cancel_url(sleeping.id)).status_code == 403
+    assert viewer.post(retry_url(failed.id)).status_code == 403
+    assert sleeping.refresh().model.cancel_requested_at is None
+    assert failed.refresh().status == RunStatus.FAILED
+    operator = client_for(make_user("op", "django_durable.view_run", "django_durable.operate_run"))
+    assert operator.post(cancel_url(sleeping.id)).status_code == 202
+    assert operator.post(retry_url(failed.id)).status_code == 202
+
+
+def test_runs_others_may_not_see_cannot_be_cancelled_or_retried(client):
+    other = wf.boom.using(owner=make_user("bob")).start()
+    for url in (cancel_url(other.id), retry_url(other.id)):
+        assert client.post(url).status_code == 404
+        assert client.post(url.replace(other.id, str(uuid.uuid4()))).status_code == 404
+    # An operator without view_run sees only their own runs: still 404.
+    operator = client_for(make_user("op", "django_durable.operate_run"))
+    assert operator.post(cancel_url(other.id)).status_code == 404
+    assert other.refresh().status == RunStatus.PENDING
+
+
+def test_a_run_page_lists_its_children_and_a_child_names_its_parent(client, ada, worker):
+    parent = wf.parent_fanout.using(owner=ada).start(3)
+    worker.run_once()
+    page = client.get(f"{BASE}/runs/{parent.id}/").json()
+    assert (page["parent"], page["depth"], page["parent_close"]) == (None, 0, "cancel")
+    assert page["cancel_requested"] is False and page["cancel_reason"] == ""
+    children = [child.id for child in parent.children()]
+    assert [child["id"] for child in page["children"]] == children
+    assert page["children_count"] == 3
+    first = page["children"][0]
+    assert set(first) == {"id", "workflow", "status", "created_at", "finished_at"}
+    assert (first["workflow"], first["status"], first["finished_at"]) == (
+        "tests.child_double",
+        "pending",
+        None,
+    )
+    child = client.get(f"{BASE}/runs/{children[0]}/").json()
+    assert (child["parent"], child["depth"], child["children"]) == (parent.id, 1, [])
+    drain(worker)
+    done = client.get(f"{BASE}/runs/{parent.id}/").json()
+    assert {c["status"] for c in done["children"]} == {"completed"}
+    assert all(c["finished_at"] for c in done["children"])
+
+
+def test_the_parent_filter_lists_a_runs_children(client, ada, worker):
+    parent = wf.parent_fanout.using(owner=ada).start(3)
+    other = wf.add.using(owner=ada).start(1, 2)
+    worker.run_once()
+    listed = client.get(f"{BASE}/runs/", {"parent": parent.id}).json()["results"]
+    assert {run["id"] for run in listed} == {child.id for child in parent.children()}
+    assert {run["parent"] for run in listed} == {parent.id}
+    everything = {run["id"]: run for run in client.get(f"{BASE}/runs/").json()["results"]}
+    assert everything[other.id]["parent"] is None and everything[parent.id]["parent"] is None
+    assert client.get(f"{BASE}/runs/", {"parent": other.id}).json()["results"] == []
+    bad = client.get(f"{BASE}/runs/", {"parent": "nope"})
+    assert bad.status_code == 400 and bad.json()["code"] == "parse_error"
+
+
+def test_children_are_bounded_and_the_page_query_count_does_not_grow(client, ada):
+    from django.test.utils import CaptureQueriesContext
+
+    def parent_with(count: int) -> str:
+        parent = wf.parent_fanout.using(owner=ada).start(count)
+        # Test set-up: children as a worker would insert them.
+        Run.objects.bulk_create(
+            Run(
+                workflow_name="tests.child_double",
+                parent_id=parent.id,
+                parent_position=index,
+                depth=1,
+                owner=ada,
+            )
+            for index in range(count)
+        )
+        return parent.id
+
+    few, many = parent_with(3), parent_with(250)
+    client.get(f"{BASE}/runs/{few}/")  # warm up
+    with CaptureQueriesContext(connection) as few_queries:
+        few_page = client.get(f"{BASE}/runs/{few}/").json()
+    with CaptureQueriesContext(connection) as many_queries:
+        many_page = client.get(f"{BASE}/runs/{many}/").json()
+    assert (len(few_page["children"]), few_page["children_count"]) == (3, 3)
+    assert (len(many_page["children"]), many_page["children_count"]) == (200, 250)
+    positions = [Run.objects.get(pk=c["id"]).parent_position for c in many_page["children"][:3]]
+    assert positions == [0, 1, 2]  # oldest first
+    assert len(many_queries) == len(few_queries) + 1  # the count, only when the list is full
+
+
+def test_children_others_may_not_see_are_left_out(client, ada):
+    parent = wf.parent_fanout.using(owner=ada).start(2)
+    bob = make_user("bob")
+    Run.objects.bulk_create(
+        Run(
+            workflow_name="tests.child_double",
+            parent_id=parent.id,
+            parent_position=index,
+            depth=1,
+            owner=owner,
+        )
+        for index, owner in enumerate([ada, bob])
+    )
+    page = client.get(f"{BASE}/runs/{parent.id}/").json()
+    assert page["children_count"] == 1 and len(page["children"]) == 1
+    assert Run.objects.get(pk=page["children"][0]["id"]).owner == ada
+
+
+def test_the_schema_describes_cancel_and_retry(client):
+    response = client.get(f"{BASE}/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    schema = json.loads(response.content)
+    for action in ("cancel", "retry"):
+        operation = schema["paths"][f"/runs/{{run_id}}/{action}/"]["post"]
+        assert set(operation["responses"]) == {"202", "409"}
+    cancel = schema["paths"]["/runs/{run_id}/cancel/"]["post"]
+    assert "CancelRun" in json.dumps(cancel["requestBody"])
+    detail = schema["components"]["schemas"]["RunDetail"]["properties"]
+    for field in ("parent", "depth", "cancel_requested", "cancel_reason", "children"):
+        assert field in detail, field
+    assert detail["cancel_requested"]["type"] == "boolean"
+    assert "ChildRun" in json.dumps(detail["children"])
+    parameters = schema["paths"]["/runs/"]["get"]["parameters"]
+    assert "parent" in {parameter["name"] for parameter in parameters}

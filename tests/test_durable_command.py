@@ -651,6 +651,107 @@ def test_the_retention_setting_must_be_positive_seconds(settings, value):
         get_settings()
 
 
+# --- runs cancel / retry / children ---------------------------------------------------------
+
+
+def test_runs_cancel_a_sleeping_run_which_cleans_up_and_ends_cancelled(worker):
+    from tests.testapp.models import Execution
+
+    handle = wf.cleanup.start()
+    worker.run_once()
+    output = durable_cmd("runs", "cancel", handle.id, "--reason", "customer left")
+    assert output.strip() == (
+        f"Asked run {handle.id} to stop: it raises Cancelled at its next durable operation, "
+        "runs its cleanup and ends cancelled."
+    )
+    shown = durable_cmd("runs", "show", handle.id)
+    assert "Cancellation:    requested " in shown and shown.count(": customer left") == 1
+    drain(worker)
+    assert handle.refresh().status == RunStatus.CANCELLED
+    assert handle.error["message"] == "customer left"
+    assert Execution.objects.filter(run_id=handle.id, label="cleanup").count() == 1
+    details = json.loads(durable_cmd("runs", "show", handle.id, "--json"))
+    assert details["cancel_reason"] == "customer left" and details["cancel_requested_at"]
+
+
+def test_runs_cancel_a_run_that_never_started():
+    handle = wf.add.start(1, 2)
+    assert durable_cmd("runs", "cancel", handle.id).strip() == f"Cancelled run {handle.id}."
+    assert handle.refresh().status == RunStatus.CANCELLED
+    assert handle.model.cancel_reason == "cancelled"
+
+
+def test_runs_cancel_a_finished_run_is_an_error(finished):
+    added, _ = finished
+    with pytest.raises(CommandError, match=rf"Run {added.id} has already finished \(completed\)"):
+        durable_cmd("runs", "cancel", added.id)
+    assert added.refresh().status == RunStatus.COMPLETED
+
+
+def test_runs_retry_a_failed_run_which_then_completes(run_all):
+    handle = wf.retry_me.start()
+    run_all()
+    output = durable_cmd("runs", "retry", handle.id)
+    assert output.strip() == f"Retrying run {handle.id}: attempt 2, pending."
+    run_all()
+    assert handle.result(timeout=1) == 7
+
+
+def test_runs_retry_a_run_that_is_not_failed_or_cancelled_is_an_error(finished):
+    added, _ = finished
+    with pytest.raises(CommandError, match="is completed: only failed or cancelled runs can be"):
+        durable_cmd("runs", "retry", added.id)
+    assert added.refresh().model.attempt == 1
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry", "children"])
+def test_runs_cancel_retry_children_refuse_unknown_runs(action):
+    with pytest.raises(CommandError, match=r"'nope' is not a run id"):
+        durable_cmd("runs", action, "nope")
+    missing = str(uuid.uuid4())
+    with pytest.raises(CommandError, match=f"No run has the id '{missing}'"):
+        durable_cmd("runs", action, missing)
+
+
+def test_runs_children_lists_them_oldest_first(worker):
+    parent = wf.parent_fanout.start(3)
+    worker.run_once()
+    children = [child.id for child in parent.children()]
+    lines = durable_cmd("runs", "children", parent.id).splitlines()
+    assert lines[0].split() == ["ID", "WORKFLOW", "STATUS", "POSITION", "CREATED", "FINISHED"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        [child_id, "tests.child_double", "pending", str(position)]
+        for position, child_id in enumerate(children)
+    ]
+    data = json.loads(durable_cmd("runs", "children", parent.id, "--json"))
+    assert [row["id"] for row in data] == children
+    assert data[0]["parent_close"] == "cancel" and data[0]["finished_at"] is None
+    assert durable_cmd("runs", "children", children[0]).splitlines() == [
+        "ID  WORKFLOW  STATUS  POSITION  CREATED  FINISHED"
+    ]
+    assert json.loads(durable_cmd("runs", "children", children[0], "--json")) == []
+
+
+def test_runs_show_names_the_parent_and_counts_the_children(worker):
+    parent = wf.parent_fanout.start(2)
+    worker.run_once()
+    child = parent.children()[0]
+    shown = durable_cmd("runs", "show", parent.id)
+    assert f"Children:        2 (durable runs children {parent.id})" in shown
+    assert "Parent:" not in shown and "Cancellation:" not in shown
+    shown = durable_cmd("runs", "show", child.id)
+    assert f"Parent:          {parent.id} (depth 1; if the parent finishes first: cancel)" in shown
+    assert "Children:" not in shown
+    details = json.loads(durable_cmd("runs", "show", child.id, "--json"))
+    assert (details["parent"], details["depth"], details["parent_close"]) == (
+        parent.id,
+        1,
+        "cancel",
+    )
+    assert details["children_count"] == 0
+    assert json.loads(durable_cmd("runs", "show", parent.id, "--json"))["children_count"] == 2
+
+
 # --- the command line -------------------------------------------------------------------
 
 
@@ -661,6 +762,8 @@ def test_the_retention_setting_must_be_positive_seconds(settings, value):
         (["prune", "--older-than", "soon"], "CommandError: Invalid duration 'soon'"),
         (["emit", "tick", "{bad"], "CommandError: DATA_JSON is not valid JSON"),
         (["send", "nope", "1"], "CommandError: 'nope' is not a run id"),
+        (["runs", "cancel", "nope"], "CommandError: 'nope' is not a run id"),
+        (["runs", "retry", "nope"], "CommandError: 'nope' is not a run id"),
     ],
 )
 def test_bad_input_exits_1_with_a_message_and_no_traceback(args, message):

@@ -145,6 +145,7 @@ def test_a_sleeping_run_is_woken_runs_its_shielded_cleanup_and_ends_cancelled(wo
     assert handle.refresh().status == RunStatus.WAITING
     handle.cancel("customer left")
     assert handle.refresh().status == RunStatus.PENDING  # woken to stop
+    assert handle.model.waiting_for == "" and handle.model.wake_at is None
     drain(worker)
     handle.refresh()
     assert handle.status == RunStatus.CANCELLED

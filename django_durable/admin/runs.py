@@ -1,4 +1,5 @@
-"""The runs admin: a run's state, outcome, progress, values, messages, streams and steps."""
+"""The runs admin: a run's state, outcome, progress, values, messages, streams, steps,
+parent and children; actions that cancel and retry runs (see actions.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from django.utils.translation import ngettext
 
 from .. import display
 from ..conf import get_settings
-from ..models import Run, RunStatus, Step
+from ..models import ParentClose, Run, RunStatus, Step
 from ..registry import registered_workflows
+from .actions import cancel_runs, has_operate_permission, retry_runs
 from .base import (
     ChoicesFromCode,
     HistoryAdmin,
@@ -29,8 +31,12 @@ from .base import (
     pre,
     progress_bar,
     run_channels,
+    run_link,
     when,
 )
+
+# A run's page lists at most this many of its child runs.
+MAX_CHILDREN = 50
 
 STATUS_COLOURS = {
     RunStatus.PENDING: "#6c757d",
@@ -61,6 +67,25 @@ class QueueFilter(ChoicesFromCode):
     def names(self) -> set[str]:
         default = get_settings().DEFAULT_QUEUE
         return {default} | {wf.queue or default for wf in registered_workflows().values()}
+
+
+def run_children(run: Run) -> tuple[list[tuple[uuid.UUID, str, str]], int]:
+    """Return ``(id, workflow, status)`` of a run's first children, and how many it has.
+
+    The first MAX_CHILDREN, oldest first, in one query (read once per page); the count is
+    a second query only when there are more.
+    """
+    cached = run.__dict__.get("_durable_children")
+    if cached is None:
+        children = Run.objects.using(get_settings().DATABASE).filter(parent_id=run.pk)
+        rows = list(
+            children.order_by("parent_position", "created_at", "id").values_list(
+                "id", "workflow_name", "status"
+            )[: MAX_CHILDREN + 1]
+        )
+        count = len(rows) if len(rows) <= MAX_CHILDREN else children.count()
+        cached = run.__dict__["_durable_children"] = (rows[:MAX_CHILDREN], count)
+    return cached
 
 
 class RunChangeList(HistoryChangeList):
@@ -150,6 +175,7 @@ class RunAdmin(HistoryAdmin):
     list_deferred = ("input", "result", "error")
     list_per_page = 50
     inlines = (StepInline,)
+    actions = (cancel_runs, retry_runs)
     fieldsets = (
         (
             None,
@@ -158,6 +184,7 @@ class RunAdmin(HistoryAdmin):
                     "id",
                     "workflow_name",
                     "coloured_status",
+                    "cancellation",
                     "progress_bar",
                     "waiting_for",
                     "wakes_on",
@@ -168,6 +195,10 @@ class RunAdmin(HistoryAdmin):
                     "owner",
                 )
             },
+        ),
+        (
+            _("Parent and children"),
+            {"fields": ("parent_link", "depth", "when_parent_finishes", "children_table")},
         ),
         (_("Input and outcome"), {"fields": ("input_json", "result_json", "error_json")}),
         (_("Values"), {"fields": ("values_table",)}),
@@ -217,6 +248,55 @@ class RunAdmin(HistoryAdmin):
         if progress is None:
             return SafeString("")
         return format_html("{} {}", progress_bar(progress, "20em"), progress.describe())
+
+    @admin.display(description=_("cancellation"))
+    def cancellation(self, run: Run) -> str:
+        if run.cancel_requested_at is None:
+            return self.get_empty_value_display()
+        return _("requested %(when)s: %(reason)s") % {
+            "when": when(run.cancel_requested_at),
+            "reason": run.cancel_reason or self.get_empty_value_display(),
+        }
+
+    @admin.display(description=_("parent run"))
+    def parent_link(self, run: Run) -> SafeString | str:
+        if run.parent_id is None:
+            return self.get_empty_value_display()
+        position = _("started at its position %(position)s") % {"position": run.parent_position}
+        return format_html("{} ({})", run_link(self.admin_site, run.parent_id), position)
+
+    @admin.display(description=_("when its parent finishes"))
+    def when_parent_finishes(self, run: Run) -> str:
+        # The parent_close policy, said as what happens to this run.
+        if run.parent_close == ParentClose.ABANDON:
+            return str(_("it goes on alone (abandon)"))
+        return str(_("it is cancelled, if it has not finished (cancel)"))
+
+    @admin.display(description=_("child runs"))
+    def children_table(self, run: Run) -> SafeString:
+        rows, count = run_children(run)
+        table = html_table(
+            (_("id"), _("workflow"), _("status")),
+            (
+                (run_link(self.admin_site, child_id), workflow, self._status(status))
+                for child_id, workflow, status in rows
+            ),
+        )
+        if count <= len(rows):
+            return table
+        url = reverse(f"{self.admin_site.name}:django_durable_run_changelist")
+        note = _("The first %(shown)d of %(count)d child runs.") % {
+            "shown": len(rows),
+            "count": count,
+        }
+        return format_html(
+            '<p>{} <a href="{}?parent__id__exact={}">{}</a></p>{}',
+            note,
+            url,
+            run.pk,
+            _("All of them"),
+            table,
+        )
 
     @admin.display(description=_("wakes on"))
     def wakes_on(self, run: Run) -> str:
@@ -292,8 +372,12 @@ class RunAdmin(HistoryAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def coloured_status(self, run: Run) -> SafeString:
-        colour = STATUS_COLOURS.get(RunStatus(run.status), "inherit")
-        label = RunStatus(run.status).label
+        return self._status(run.status)
+
+    @staticmethod
+    def _status(status: str) -> SafeString:
+        colour = STATUS_COLOURS.get(RunStatus(status), "inherit")
+        label = RunStatus(status).label
         return format_html('<strong style="color: {}">{}</strong>', colour, label)
 
     @admin.display(description=_("duration"))
@@ -341,6 +425,11 @@ class RunAdmin(HistoryAdmin):
             "values_table": bool(channels.values),
             "messages_table": bool(channels.messages),
             "streams_table": bool(channels.streams),
+            "cancellation": run.cancel_requested_at is not None,
+            "parent_link": run.parent_id is not None,
+            "depth": run.parent_id is not None,
+            "when_parent_finishes": run.parent_id is not None,
+            "children_table": bool(run_children(run)[1]),
         }
         return {field for field, show in shown.items() if not show}
 
@@ -361,6 +450,10 @@ class RunAdmin(HistoryAdmin):
         else:
             query = Q(pk=run_id) | Q(idempotency_key=term)
         return queryset.filter(query), False
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        """Return whether the user may cancel and retry runs (``django_durable.operate_run``)."""
+        return has_operate_permission(request.user)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Only finished runs: deleting a run under its worker bypasses its invariants.

@@ -23,9 +23,10 @@ class AccessPolicy:
     """The default rules.
 
     - A run's owner (the user who started it over HTTP or with ``owner=``) may see it
-      and send it messages.
+      and operate it: send it messages, cancel it, retry it. Child runs have the owner
+      of their parent.
     - ``django_durable.view_run`` sees every run, and error tracebacks.
-    - ``django_durable.operate_run`` sends messages to any run the user can see (with
+    - ``django_durable.operate_run`` operates any run the user can see (with
       ``view_run``: every run).
     - Starting over HTTP needs an authenticated user and a workflow declared with
       ``http_start=True``.
@@ -50,7 +51,7 @@ class AccessPolicy:
         return self._owns(user, run) or user.has_perm("django_durable.view_run")
 
     def can_operate(self, user: Any, run: Run) -> bool:
-        """Return whether ``user`` may send ``run`` messages."""
+        """Return whether ``user`` may operate ``run``: send it messages, cancel or retry it."""
         return self._owns(user, run) or user.has_perm("django_durable.operate_run")
 
     def can_start(self, user: Any, workflow: Workflow[Any, Any]) -> bool:

@@ -63,6 +63,22 @@ class ValueNotFound(exceptions.NotFound):
     default_code = "value_not_found"
 
 
+class RunFinished(exceptions.APIException):
+    """The run has already finished: there is nothing to cancel."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The run has already finished."
+    default_code = "run_finished"
+
+
+class NotRetryable(exceptions.APIException):
+    """Only failed or cancelled runs can be retried."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Only failed or cancelled runs can be retried."
+    default_code = "not_retryable"
+
+
 def to_api_exception(exc: Exception) -> Exception:
     """Return the API exception for a django-durable error (others pass through)."""
     if isinstance(exc, PayloadTooLarge):

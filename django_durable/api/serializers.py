@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..models import Run, RunStatus, Step
+from ..models import ParentClose, Run, RunStatus, Step
 
-# A run's page lists at most this many recorded operations.
+# A run's page lists at most this many recorded operations, and this many child runs.
 MAX_STEPS = 1000
+MAX_CHILDREN = 200
 
 
 class StartRunSerializer(serializers.Serializer):
@@ -45,6 +47,19 @@ class EmitEventSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=255, required=False, allow_null=True)
 
 
+class CancelRunSerializer(serializers.Serializer):
+    """``POST runs/{id}/cancel/``: why (optional)."""
+
+    reason = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """An error: a message for people and a code for programs."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
 class IdSerializer(serializers.Serializer):
     """The id of what was stored (a message, an event)."""
 
@@ -57,6 +72,10 @@ class RunSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     workflow = serializers.CharField(source="workflow_name")
     status = serializers.ChoiceField(choices=RunStatus.choices)
+    # Declared fields are taken off the class: this does not hide Field.parent.
+    parent = serializers.UUIDField(  # type: ignore[assignment]
+        source="parent_id", allow_null=True
+    )
     queue = serializers.CharField()
     priority = serializers.IntegerField()
     attempt = serializers.IntegerField()
@@ -92,9 +111,26 @@ class StepSerializer(serializers.Serializer):
         return {"type": step.error.get("type"), "message": step.error.get("message")}
 
 
-class RunDetailSerializer(RunSerializer):
-    """A run's page: input, outcome, values and recorded operations."""
+class ChildRunSerializer(serializers.Serializer):
+    """A child run, in its parent's page."""
 
+    id = serializers.UUIDField()
+    workflow = serializers.CharField(source="workflow_name")
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class RunDetailSerializer(RunSerializer):
+    """A run's page: input, outcome, values, recorded operations, children, cancellation."""
+
+    depth = serializers.IntegerField()
+    parent_close = serializers.ChoiceField(choices=ParentClose.choices)
+    cancel_requested = serializers.SerializerMethodField()
+    cancel_requested_at = serializers.DateTimeField(allow_null=True)
+    cancel_reason = serializers.CharField()
+    children = serializers.SerializerMethodField()
+    children_count = serializers.SerializerMethodField()
     input = serializers.SerializerMethodField()
     result = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
@@ -133,3 +169,18 @@ class RunDetailSerializer(RunSerializer):
     def get_steps_count(self, run: Run) -> int:
         """Return how many operations the run recorded."""
         return run.steps.count()
+
+    def get_cancel_requested(self, run: Run) -> bool:
+        """Return whether the run was asked to stop (and was not retried since)."""
+        return run.cancel_requested_at is not None
+
+    @extend_schema_field(ChildRunSerializer(many=True))
+    def get_children(self, run: Run) -> list[dict[str, Any]]:
+        """Return the first MAX_CHILDREN child runs, oldest first (read by the view)."""
+        children: list[Any] = self.context.get("children", [])
+        return list(ChildRunSerializer(children, many=True).data)
+
+    def get_children_count(self, run: Run) -> int:
+        """Return how many child runs the run started (that this user may see)."""
+        count: int = self.context.get("children_count", 0)
+        return count

@@ -22,17 +22,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import exchange
-from ..client import create_run
+from ..client import cancel, create_run, get_run, retry
 from ..conf import get_settings
-from ..exceptions import DurableError, RunNotFound
+from ..exceptions import DurableError, RunNotFound, RunNotRetryable
 from ..models import Run, RunValue
 from ..registry import get_workflow
 from . import sse
 from .access import get_access_policy
-from .errors import ValueNotFound, exception_handler
+from .errors import NotRetryable, RunFinished, ValueNotFound, exception_handler
 from .parsers import CloudEventParser, JSONParser
 from .serializers import (
+    MAX_CHILDREN,
+    CancelRunSerializer,
     EmitEventSerializer,
+    ErrorSerializer,
     IdSerializer,
     RunDetailSerializer,
     RunSerializer,
@@ -102,15 +105,39 @@ class DurableView(APIView):
             raise RunNotFound()
         return run
 
+    def operable_run(self, run_id: uuid.UUID) -> Run:
+        """Return the run if this user may operate it: 404 if not visible, 403 if not operable."""
+        run = self.visible_run(run_id)
+        if not self.policy.can_operate(self.request.user, run):
+            self.deny()
+        return run
+
     def detail(self, run: Run) -> Any:
         """Return the rendered page of ``run``."""
         values = latest_values([run.pk]).get(run.pk, {})
+        children, children_count = self.children(run)
         context = {
             "progress": {run.pk: values.get("progress")},
             "values": values,
             "tracebacks": self.policy.can_see_tracebacks(self.request.user),
+            "children": children,
+            "children_count": children_count,
         }
         return RunDetailSerializer(run, context=context).data
+
+    def children(self, run: Run) -> tuple[list[dict[str, Any]], int]:
+        """Return the first MAX_CHILDREN child runs this user may see, and how many there are.
+
+        Oldest first. The count is a query of its own only when the list is full.
+        """
+        runs = Run.objects.using(get_settings().DATABASE).filter(parent_id=run.pk)
+        visible = self.policy.visible_runs(self.request.user, runs)
+        rows = list(
+            visible.order_by("parent_position", "created_at", "id").values(
+                "id", "workflow_name", "status", "created_at", "finished_at"
+            )[:MAX_CHILDREN]
+        )
+        return rows, (len(rows) if len(rows) < MAX_CHILDREN else visible.count())
 
     def query_float(self, name: str, maximum: float) -> float:
         """Return a non-negative number query parameter, capped at ``maximum``."""
@@ -162,6 +189,7 @@ class RunsView(DurableView):
             OpenApiParameter("workflow", str, description="Only runs of this workflow."),
             OpenApiParameter("status", str, many=True, description="Only these statuses."),
             OpenApiParameter("queue", str, description="Only runs of this queue."),
+            OpenApiParameter("parent", uuid.UUID, description="Only the child runs of this run."),
             OpenApiParameter("page_size", int, description="Runs per page (at most 500)."),
         ],
         responses=RunSerializer(many=True),
@@ -178,6 +206,11 @@ class RunsView(DurableView):
             runs = runs.filter(status__in=statuses)
         if params.get("queue"):
             runs = runs.filter(queue=params["queue"])
+        if params.get("parent"):
+            try:
+                runs = runs.filter(parent_id=uuid.UUID(params["parent"]))
+            except ValueError:
+                raise ParseError("parent must be a run id (a UUID).") from None
         paginator = RunPagination()
         page: list[Run] = paginator.paginate_queryset(runs, request, view=self) or []
         progress = {
@@ -218,7 +251,7 @@ class RunsView(DurableView):
 
 
 class RunView(DurableView):
-    """``GET runs/{id}/``: status, progress, values, steps, result or error."""
+    """``GET runs/{id}/``: status, progress, values, steps, result or error, children."""
 
     @documented(responses=RunDetailSerializer)
     def get(self, request: Request, run_id: uuid.UUID) -> Response:
@@ -230,9 +263,7 @@ class RunMessagesView(DurableView):
 
     @documented(request=SendMessageSerializer, responses={202: IdSerializer})
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
-        run = self.visible_run(run_id)
-        if not self.policy.can_operate(request.user, run):
-            self.deny()
+        run = self.operable_run(run_id)
         given = SendMessageSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         data = given.validated_data
@@ -240,6 +271,35 @@ class RunMessagesView(DurableView):
             run.pk, data["message"], data.get("topic"), data.get("idempotency_key")
         )
         return Response({"id": message_id}, status=status.HTTP_202_ACCEPTED)
+
+
+class RunCancelView(DurableView):
+    """``POST runs/{id}/cancel/``: cancel a run and every run under it (202)."""
+
+    @documented(
+        request=CancelRunSerializer,
+        responses={202: RunDetailSerializer, 409: ErrorSerializer},
+    )
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        run = self.operable_run(run_id)
+        given = CancelRunSerializer(data=request.data or {})
+        given.is_valid(raise_exception=True)
+        if not cancel(run.pk, given.validated_data["reason"]):
+            raise RunFinished(f"Run {run.pk} has already finished.")
+        return Response(self.detail(get_run(run.pk).model), status=status.HTTP_202_ACCEPTED)
+
+
+class RunRetryView(DurableView):
+    """``POST runs/{id}/retry/``: start a failed or cancelled run again (202)."""
+
+    @documented(request=None, responses={202: RunDetailSerializer, 409: ErrorSerializer})
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        run = self.operable_run(run_id)
+        try:
+            handle = retry(run.pk)
+        except RunNotRetryable as exc:
+            raise NotRetryable(str(exc)) from None
+        return Response(self.detail(handle.model), status=status.HTTP_202_ACCEPTED)
 
 
 class RunValueView(DurableView):

@@ -1,4 +1,4 @@
-"""``manage.py durable``: inspect runs, workers, schedules; start runs, talk to runs, prune.
+"""``manage.py durable``: inspect and operate runs; workers, schedules, events; prune.
 
 Every subcommand goes through the public client (``import django_durable``) and edits
 no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is wrong.
@@ -17,7 +17,7 @@ from django_durable import display
 from django_durable.conf import get_settings
 from django_durable.models import Run, WorkerProcess
 
-from . import _schedules
+from . import _operate, _schedules
 from ._exchange import (
     add_parsers,
     dumps,
@@ -48,8 +48,12 @@ def _duration(seconds: float | None) -> str:
 def _run_details(run: Run) -> dict[str, Any]:
     args, kwargs = run.get_input()
     completed = run.status == durable.RunStatus.COMPLETED
+    children = Run.objects.using(get_settings().DATABASE).filter(parent_id=run.pk)
     return {
         **_fields(run, (*RUN_FIELDS, "priority", "idempotency_key", "wake_at", "deadline_at")),
+        "parent": run.parent_id,
+        **_fields(run, ("depth", "parent_close", "cancel_requested_at", "cancel_reason")),
+        "children_count": children.count(),
         "duration_seconds": display.run_seconds(run),
         "input": {"args": args, "kwargs": kwargs},
         "result": run.get_result() if completed else None,
@@ -61,13 +65,13 @@ class Command(BaseCommand):
     """Inspect and operate durable workflow runs from the shell."""
 
     help = (
-        "Inspect and operate durable workflow runs: runs, start, send, emit, events, "
-        "schedules, prune."
+        "Inspect and operate durable workflow runs: runs (list, show, steps, values, stream, "
+        "children, cancel, retry), start, send, emit, events, workers, schedules, prune."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
-        runs = groups.add_parser("runs", help="Inspect runs.")
+        runs = groups.add_parser("runs", help="Inspect and operate runs.")
         runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
 
         runs_list = runs_commands.add_parser("list", help="List runs, newest first.")
@@ -124,6 +128,8 @@ class Command(BaseCommand):
             sub.add_argument("--json", action="store_true", help="Print JSON.")
         # send, emit, events, runs values, runs stream.
         add_parsers(self, groups, runs_commands)
+        # runs cancel, runs retry, runs children.
+        _operate.add_parsers(self, runs_commands)
         _schedules.add_parsers(self, groups)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -157,6 +163,7 @@ class Command(BaseCommand):
             ("Run", run.id),
             ("Workflow", run.workflow_name),
             ("Status", run.status),
+            *self._cancellation(run),
             ("Waiting for", run.waiting_for or "-"),
             ("Queue", f"{run.queue} (priority {run.priority})"),
             ("Attempt", run.attempt),
@@ -165,6 +172,7 @@ class Command(BaseCommand):
             ("Started", when(run.started_at)),
             ("Finished", when(run.finished_at)),
             ("Duration", _duration(details["duration_seconds"])),
+            *self._family(run, details["children_count"]),
         ]
         lines = [f"{label + ':':<17}{value}" for label, value in facts]
         lines += ["Input:", indent(dumps(details["input"]))]
@@ -175,6 +183,23 @@ class Command(BaseCommand):
             if run.error.get("traceback"):
                 lines += ["Traceback:", indent(str(run.error["traceback"]).rstrip())]
         self.stdout.write("\n".join(lines))
+
+    @staticmethod
+    def _cancellation(run: Run) -> list[tuple[str, Any]]:
+        if run.cancel_requested_at is None:
+            return []
+        reason = f": {run.cancel_reason}" if run.cancel_reason else ""
+        return [("Cancellation", f"requested {when(run.cancel_requested_at)}{reason}")]
+
+    @staticmethod
+    def _family(run: Run, children: int) -> list[tuple[str, Any]]:
+        facts: list[tuple[str, Any]] = []
+        if run.parent_id is not None:
+            policy = f"if the parent finishes first: {run.parent_close}"
+            facts.append(("Parent", f"{run.parent_id} (depth {run.depth}; {policy})"))
+        if children:
+            facts.append(("Children", f"{children} (durable runs children {run.id})"))
+        return facts
 
     def runs_steps(self, options: dict[str, Any]) -> None:
         """List the operations a run recorded, in order."""
