@@ -6,11 +6,12 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres docs bench clean
+.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres docs chaos bench clean
 
 help:
 	@echo "make demo   - set up .venv, migrate the SQLite example, run a workflow through a worker crash"
 	@echo "make test   - set up .venv, lint, type-check, Django checks, tests on SQLite and PostgreSQL, docs"
+	@echo "make chaos  - the long reliability tier on PostgreSQL (kill -9 chaos at scale, soak)"
 	@echo "make bench  - benchmarks on PostgreSQL (results in bench/results/)"
 
 $(STAMP): pyproject.toml
@@ -60,6 +61,10 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint typecheck checks test-sqlite test-postgres docs
+
+# The long reliability tier (minutes): kill -9 chaos at scale, soak. PostgreSQL only.
+chaos: venv
+	DURABLE_TEST_DB=postgres $(BIN)/pytest -m chaos -s tests/reliability $(PYTEST_ARGS)
 
 bench: venv
 	$(PY) bench/run.py
