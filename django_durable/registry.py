@@ -32,9 +32,13 @@ def check_name(name: str, what: str) -> str:
     """Return ``name`` if it can name a workflow or an operation, else raise ``ValueError``."""
     if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
         article = "An" if what[:1] in "aeiou" else "A"
+        if not isinstance(name, str):
+            shown = f"a value of type {type(name).__name__}"
+        else:
+            shown = repr(name[:60] + "…" if len(name) > 60 else name)
         raise ValueError(
             f"{article} {what} name must be a non-empty string of at most {MAX_NAME_LENGTH} "
-            f"characters, not {name!r:.60}."
+            f"characters, not {shown}."
         )
     return name
 

@@ -197,3 +197,18 @@ def test_a_declared_schedule_needs_a_known_time_zone():
         durable.workflow(name="tests.bad_zone", schedule="@daily", schedule_timezone="Mars/Base")(
             lambda ctx, scheduled_time: None
         )
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("x" * 201, "not '" + "x" * 60 + "…'."),
+        ("", "not ''."),
+        (42, "not a value of type int."),
+    ],
+)
+def test_a_bad_name_is_shown_shortened_and_quoted(name, shown):
+    with pytest.raises(ValueError) as refused:
+        registry.check_name(name, "step")
+    assert str(refused.value).endswith(shown)
+    assert str(refused.value).startswith("A step name must be a non-empty string")
