@@ -335,6 +335,8 @@ def poll_stream(
             if state.releasing():
                 _release_connection()
             assert isinstance(waiter, Waiter)
+            if polls and polls[0].kind == "items":
+                waiter.reset()
             waiter.sleep(state.pause())
 
 
@@ -367,6 +369,8 @@ async def apoll_stream(
             if again:
                 continue
             assert waiter is not None
+            if polls and polls[0].kind == "items":
+                waiter.reset()
             await waiter.asleep(state.pause())
 
 

@@ -178,6 +178,10 @@ class Waiter:
         listening = self.listener is not None and self.listener.connected.is_set()
         return self.poll if listening else self.interval
 
+    def reset(self) -> None:
+        """Poll quickly again: what is awaited has just moved (a stream got items)."""
+        self.interval = min(0.02, self.poll)
+
     def sleep(self, limit: float | None = None) -> None:
         """Sleep until notified, the next poll, or ``limit`` seconds; then re-arm."""
         pause = self.pause()

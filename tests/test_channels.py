@@ -523,3 +523,16 @@ def test_watch_value_waits_for_a_newer_version(worker):
     started = time.monotonic()
     assert watch_value(handle.id, "last", after=newest.version, timeout=30) is None
     assert time.monotonic() - started < 5
+
+
+def test_a_waiter_polls_quickly_again_once_what_it_awaits_moved(settings):
+    from django_durable.notify import Waiter
+
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "POLL_INTERVAL": 0.5}
+    waiter = Waiter(["s:nothing"])
+    waiter.listener = None  # polling, as on SQLite or with the listener down
+    for _ in range(12):
+        waiter.sleep(0.001)
+    assert waiter.pause() == 0.5  # backed off to POLL_INTERVAL
+    waiter.reset()
+    assert waiter.pause() == 0.02
