@@ -7,7 +7,6 @@ loops, sleeps or listens. The worker stores the outcome and owns time and I/O.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -38,8 +37,6 @@ logger = logging.getLogger("django_durable")
 OutcomeKind = Literal[
     "completed", "failed", "cancelled", "retry", "suspended", "released", "abandoned"
 ]
-# What a workflow may raise that fails the run rather than the worker.
-_RUN_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, asyncio.CancelledError)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,7 +150,12 @@ def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], A
         if ctx.fatal is not None:
             return _failed(ctx.fatal)
         return Outcome(kind="cancelled", error=_error_text(signal), reason=signal.reason)
-    except _RUN_ERRORS as exc:
+    except KeyboardInterrupt:
+        raise  # Ctrl-C in a process that calls run_once() stops the process, not the run
+    except BaseException as exc:
+        # Anything else the workflow raises fails the run, never the worker: SystemExit,
+        # asyncio.CancelledError, and the BaseException subclasses of libraries (timeouts,
+        # cancel scopes), which would otherwise kill the execution thread.
         return _failure(workflow, ctx, ctx.fatal or exc)
     if ctx.fatal is not None:  # the workflow swallowed it; the run still fails
         return _failed(ctx.fatal)

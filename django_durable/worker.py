@@ -106,6 +106,9 @@ class Worker:
             raise ValueError("The shutdown timeout cannot be negative.")
         self.max_recoveries = conf.MAX_RECOVERIES
         self._inflight: dict[uuid.UUID, InFlight] = {}
+        # Claims whose give-up could not be written (the database was down): handed back
+        # as soon as it answers again, rather than when their leases run out.
+        self._unreleased: list[db.Claim] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._draining = threading.Event()
@@ -216,6 +219,9 @@ class Worker:
             logger.exception("Worker %s could not execute run %s", self.id, claim.run_id)
             self._give_up(claim)
             return None
+        except BaseException:  # a KeyboardInterrupt raised by the run: not ours to keep
+            self._give_up(claim)
+            raise
         finally:
             if django_settings.DEBUG:
                 reset_queries()  # the query log would grow for ever
@@ -365,8 +371,19 @@ class Worker:
         try:
             db.update_claimed_run(claim, {"lease_expires_at": db.NOW}, alias=self.alias)
         except Exception:
-            logger.warning("Could not give up run %s; its lease will expire", claim.run_id)
+            logger.warning("Could not give up run %s yet; trying again soon", claim.run_id)
             connections[self.alias].close()
+            with self._lock:
+                self._unreleased.append(claim)
+        else:
+            self._next_maintenance = 0.0  # take it back now, not at the next round
+
+    def _retry_give_ups(self) -> None:
+        """Give up the claims that could not be given up while the database was down."""
+        with self._lock:
+            pending, self._unreleased = self._unreleased, []
+        for claim in pending:
+            self._give_up(claim)  # fenced: a no-op if the lease was already taken back
 
     # --- the long-running loop --------------------------------------------------------
 
@@ -392,8 +409,8 @@ class Worker:
 
         Clean means every in-flight run finished or was handed back at a step boundary.
         """
-        self._register()
-        schedules.sync_code_schedules(alias=self.alias)
+        if not self._start_up():
+            return True  # stopped before the database ever answered: nothing was claimed
         listener = self._listener
         keys = [f"q:{queue}" for queue in self.queues]
         trigger_keys = triggers.notify_keys()
@@ -442,7 +459,13 @@ class Worker:
         """Execute claims from ``work`` until told to stop; close this thread's connections."""
         try:
             while (claim := work.get()) is not None:
-                self.process(claim)
+                try:
+                    self.process(claim)
+                except BaseException:
+                    # Only a signal would stop a thread here, and signals go to the main
+                    # thread: a run raised this. Losing the thread would leave the worker
+                    # claiming runs it never executes.
+                    logger.exception("Worker %s: run %s raised", self.id, claim.run_id)
         finally:
             connections.close_all()
 
@@ -451,6 +474,8 @@ class Worker:
         while not self._draining.is_set():
             self._wake.clear()
             try:
+                if self._unreleased:
+                    self._retry_give_ups()
                 if time.monotonic() >= self._next_maintenance:
                     self.maintain()
                 free = self.concurrency - self.in_flight
@@ -458,12 +483,15 @@ class Worker:
                 failures = 0
             except _DB_ERRORS as exc:
                 failures += 1
-                pause = min(self.poll_interval * failures, 10.0)
+                # The first failure is often a connection the server dropped while this
+                # worker was idle (a restart): closed below, the next try reconnects at once.
+                pause = min(self.poll_interval * (failures - 1), 10.0)
                 logger.warning(
                     "Worker %s: database unavailable (%s); retrying in %.1fs", self.id, exc, pause
                 )
                 connections[self.alias].close()
-                self._draining.wait(pause)
+                # The listener wakes us when it reconnects: the database is back.
+                self._wake.wait(pause)
                 continue
             for claim in claims:
                 work.put(claim)
@@ -517,13 +545,41 @@ class Worker:
                         entry.cancel_reason = held[entry.claim.run_id]
         connections[self.alias].close()
 
+    def _start_up(self) -> bool:
+        """Register and sync the code's schedules, waiting for the database if it is down.
+
+        A worker started while the database restarts (a deploy, a failover) waits for it
+        instead of exiting; return False if told to stop first.
+        """
+        failures = 0
+        while not self._draining.is_set():
+            try:
+                self._register()
+                schedules.sync_code_schedules(alias=self.alias)
+                return True
+            except _DB_ERRORS as exc:
+                failures += 1
+                pause = min(0.5 * failures, 10.0)
+                logger.warning(
+                    "Worker %s: database unavailable at start (%s); retrying in %.1fs",
+                    self.id,
+                    exc,
+                    pause,
+                )
+                connections[self.alias].close()
+                self._draining.wait(pause)
+        return False
+
     def _register(self) -> None:
-        WorkerProcess.objects.using(self.alias).create(
+        # Idempotent: a retry after a lost reply finds the row the first try wrote.
+        WorkerProcess.objects.using(self.alias).update_or_create(
             id=self.id,
-            hostname=socket.gethostname()[:255],
-            pid=os.getpid(),
-            queues=self.queues,
-            concurrency=self.concurrency,
+            defaults={
+                "hostname": socket.gethostname()[:255],
+                "pid": os.getpid(),
+                "queues": self.queues,
+                "concurrency": self.concurrency,
+            },
         )
 
     def _unregister(self) -> None:

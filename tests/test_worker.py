@@ -209,3 +209,46 @@ def test_the_worker_command_refuses_bad_options():
 
     with pytest.raises(CommandError, match="lease must be greater than 0"):
         call_command("run_workflow_worker", "--lease", "-1")
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    handle = wf.add.start(2, 3)
+    register = Worker._register
+    failures = iter([OperationalError("the database system is starting up")] * 2)
+
+    def flaky(self):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        register(self)
+
+    monkeypatch.setattr(Worker, "_register", flaky)
+    worker = Worker(burst=True)
+    assert worker.run() is True  # it waited, registered, and ran what was ready
+    assert WorkerProcess.objects.filter(pk=worker.id).exists()
+    assert handle.result(timeout=1) == 5
+    assert caplog.text.count("database unavailable at start") == 2
+
+
+def test_a_hand_back_the_database_refused_is_written_once_it_answers(monkeypatch):
+    from django.db import OperationalError
+
+    handle = wf.counted.start(2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    update = db.update_claimed_run
+    monkeypatch.setattr(
+        db, "update_claimed_run", lambda *a, **k: (_ for _ in ()).throw(OperationalError("down"))
+    )
+    worker._give_up(claim)
+    assert worker._unreleased == [claim]  # kept, not forgotten
+    assert Run.objects.get(pk=handle.id).lease_expires_at > timezone.now()
+    monkeypatch.setattr(db, "update_claimed_run", update)
+    worker._retry_give_ups()  # the database is back
+    assert worker._unreleased == []
+    assert Run.objects.get(pk=handle.id).lease_expires_at <= timezone.now()
+    worker.maintain()  # takes it back at once: pending again, one recovery counted
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.recoveries) == (RunStatus.PENDING, 1)
