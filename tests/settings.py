@@ -4,6 +4,7 @@ Worker subprocesses started by the tests get DURABLE_TEST_DB_NAME, the name of t
 database the test process created, so that they work on the same data.
 """
 
+import json
 import os
 import tempfile
 
@@ -93,6 +94,9 @@ DJANGO_DURABLE = {
     "NOTIFY_CHANNEL": os.environ.get("DURABLE_TEST_NOTIFY_CHANNEL", "django_durable"),
     "QUEUES": {"single": {"concurrency": 1}, "rated": {"rate_limit": "2/s"}},
 }
+# Worker subprocesses of the reliability tests get settings of their own through the
+# environment, e.g. DURABLE_TEST_SETTINGS='{"MAX_RECOVERIES": 2}'.
+DJANGO_DURABLE.update(json.loads(os.environ.get("DURABLE_TEST_SETTINGS") or "{}"))
 
 LOGGING = {
     "version": 1,

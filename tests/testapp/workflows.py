@@ -722,3 +722,7 @@ def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> s
 
         ctx.step("fails_once", fails_once, retry=durable.RetryPolicy(max_attempts=1))
     return f"parent saw: {handle.result()}"
+
+
+from . import reliability_workflows  # noqa: E402, F401  (the reliability suite)
+from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
