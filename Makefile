@@ -4,15 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres docs chaos bench clean
+.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs chaos bench bench-smoke clean
 
 help:
 	@echo "make demo   - set up .venv, migrate the SQLite example, run a workflow through a worker crash"
 	@echo "make test   - set up .venv, lint, type-check, Django checks, tests on SQLite and PostgreSQL, docs"
 	@echo "make chaos  - the long reliability tier on PostgreSQL (kill -9 chaos at scale, soak)"
-	@echo "make bench  - benchmarks on PostgreSQL (results in bench/results/)"
+	@echo "make bench  - django-durable and its peers side by side on PostgreSQL (bench/results/)"
+	@echo "make bench-smoke - the benchmark harness once, tiny sizes (its figures mean nothing)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,17 +60,46 @@ test-postgres: venv
 		echo ""; \
 	fi
 
+# PostgreSQL restarted under load, on a throwaway cluster of its own (never the shared server).
+test-pg-restart: venv
+	@tests/reliability/throwaway_postgres.sh env DURABLE_TEST_DB=postgres \
+		$(BIN)/pytest -p no:cacheprovider tests/reliability/test_database_restart.py $(PYTEST_ARGS); \
+	rc=$$?; \
+	if [ $$rc = 77 ] && [ "$$DURABLE_REQUIRE_POSTGRES" != "1" ]; then \
+		echo ""; \
+		echo "################################################################"; \
+		echo "###  SKIPPED: the database-restart test needs a throwaway     ###"; \
+		echo "###  PostgreSQL cluster (root and pg_createcluster).         ###"; \
+		echo "################################################################"; \
+		echo ""; \
+	else exit $$rc; fi
+
 docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
-test: lint typecheck checks test-sqlite test-postgres docs
+test: lint typecheck checks test-sqlite test-postgres test-pg-restart docs
 
 # The long reliability tier (minutes): kill -9 chaos at scale, soak. PostgreSQL only.
+# On a throwaway cluster when the machine can make one (the restart tests need it).
 chaos: venv
-	DURABLE_TEST_DB=postgres $(BIN)/pytest -m chaos -s tests/reliability $(PYTEST_ARGS)
+	@tests/reliability/throwaway_postgres.sh env DURABLE_TEST_DB=postgres \
+		$(BIN)/pytest -p no:cacheprovider -m chaos -s tests/reliability $(PYTEST_ARGS); \
+	rc=$$?; \
+	if [ $$rc = 77 ]; then \
+		echo "No throwaway cluster: the chaos tier runs on the shared server, without restarts."; \
+		DURABLE_TEST_DB=postgres $(BIN)/pytest -m chaos -s tests/reliability $(PYTEST_ARGS); \
+	else exit $$rc; fi
 
-bench: venv
-	$(PY) bench/run.py
+# The peers (dbos, procrastinate, django-tasks-db) and matplotlib, into the same venv.
+$(BENCH_STAMP): bench/requirements.txt $(STAMP)
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-smoke: $(BENCH_STAMP)
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build site .pytest_cache .mypy_cache .ruff_cache example_project/db.sqlite3

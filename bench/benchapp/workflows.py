@@ -32,3 +32,6 @@ def stream_writer(ctx: durable.Context, items: int = 1000) -> int:
         ctx.write_stream("out", index)
     ctx.close_stream("out")
     return items
+
+
+from . import w5_workflows  # noqa: E402, F401  (W5: registered on import)
