@@ -369,13 +369,14 @@ class Worker:
         after MAX_RECOVERIES attempts instead of being retried forever.
         """
         try:
-            db.update_claimed_run(claim, {"lease_expires_at": db.NOW}, alias=self.alias)
+            released = db.update_claimed_run(claim, {"lease_expires_at": db.NOW}, alias=self.alias)
         except Exception:
             logger.warning("Could not give up run %s yet; trying again soon", claim.run_id)
             connections[self.alias].close()
             with self._lock:
                 self._unreleased.append(claim)
-        else:
+            return
+        if released:  # not when another worker already took it over
             self._next_maintenance = 0.0  # take it back now, not at the next round
 
     def _retry_give_ups(self) -> None:
@@ -485,13 +486,8 @@ class Worker:
                 failures += 1
                 # The first failure is often a connection the server dropped while this
                 # worker was idle (a restart): closed below, the next try reconnects at once.
-                pause = min(self.poll_interval * (failures - 1), 10.0)
-                logger.warning(
-                    "Worker %s: database unavailable (%s); retrying in %.1fs", self.id, exc, pause
-                )
-                connections[self.alias].close()
                 # The listener wakes us when it reconnects: the database is back.
-                self._wake.wait(pause)
+                self._wait_for_database(exc, min(self.poll_interval * (failures - 1), 10.0))
                 continue
             for claim in claims:
                 work.put(claim)
@@ -559,16 +555,20 @@ class Worker:
                 return True
             except _DB_ERRORS as exc:
                 failures += 1
-                pause = min(0.5 * failures, 10.0)
-                logger.warning(
-                    "Worker %s: database unavailable at start (%s); retrying in %.1fs",
-                    self.id,
-                    exc,
-                    pause,
-                )
-                connections[self.alias].close()
-                self._draining.wait(pause)
+                self._wait_for_database(exc, min(0.5 * failures, 10.0), " at start")
         return False
+
+    def _wait_for_database(self, exc: Exception, pause: float, when: str = "") -> None:
+        """Log a database error, drop the connection, and wait ``pause`` seconds.
+
+        Cut short by a stop request or by the listener reconnecting (both set ``_wake``;
+        nothing else does before ``run()`` subscribes, so the wait at start is a full one).
+        """
+        logger.warning(
+            "Worker %s: database unavailable%s (%s); retrying in %.1fs", self.id, when, exc, pause
+        )
+        connections[self.alias].close()
+        self._wake.wait(pause)
 
     def _register(self) -> None:
         # Idempotent: a retry after a lost reply finds the row the first try wrote.

@@ -129,6 +129,7 @@ class WorkerPool:
         self.slots: list[subprocess.Popen[bytes] | None] = [None] * size
         self.started: list[subprocess.Popen[bytes]] = []
         self.killed: list[int] = []
+        self.app_names: dict[int, str] = {}  # pid -> its connections' application_name
         self._generation = 0
         self._next_victim = 0
 
@@ -147,6 +148,7 @@ class WorkerPool:
         if self.settings:
             env["DURABLE_TEST_SETTINGS"] = json.dumps(self.settings)
         proc = self.processes.start(*self.args, extra_env=env)
+        self.app_names[proc.pid] = env["PGAPPNAME"]
         self.slots[slot] = proc
         self.started.append(proc)
         return proc

@@ -72,7 +72,7 @@ def test_soak_connections_and_memory_stay_flat(worker_pool):
         WORKERS, "--concurrency", str(CONCURRENCY), "--poll-interval", "0.2"
     ).start()
     pool.wait_registered()
-    names = {proc.pid: f"{pool.name}-{slot}-{slot + 1}" for slot, proc in enumerate(pool.slots)}
+    names = dict(pool.app_names)
     runs = messages = 0
     samples: list[dict[int, tuple[int, int]]] = []  # pid -> (rss KiB, connections)
     began = time.monotonic()
