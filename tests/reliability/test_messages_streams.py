@@ -197,7 +197,7 @@ class Streams:
 
 
 STREAMS = Streams(runs=3, items=20, kills=5)
-STREAMS_CHAOS = Streams(runs=8, items=100, kills=40)
+STREAMS_CHAOS = Streams(runs=8, items=600, kills=40)
 
 
 def stream_sizes(handles: list[durable.RunHandle]) -> dict[str, int]:
