@@ -32,6 +32,10 @@ class Checkpoints:
         """Return every record, in position order."""
         return [self._records[position] for position in sorted(self._records)]
 
+    def has_kind(self, kind: str) -> bool:
+        """Return whether any record is of ``kind`` (``"child"``, ``"step"``...)."""
+        return any(record.kind == kind for record in self._records.values())
+
     @property
     def end(self) -> int:
         """Return the position after the last record."""

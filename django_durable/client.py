@@ -297,6 +297,29 @@ def _finished(run_id: uuid.UUID) -> Run | None:
     return run if run.is_terminal else None
 
 
+class _FinishedCheck:
+    """What ``wait_finished`` asks each time it looks: the run if finished, else ``None``.
+
+    A wait mostly begins before the run ends, so the first look reads the status alone
+    (a raw one-column read, not a model); the looks after it follow a notification that
+    the run finished, or a poll, and read the whole row.
+    """
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        self.run_id = run_id
+        self.first = True
+
+    def __call__(self) -> Run | None:
+        if self.first:
+            self.first = False
+            status = db.run_status(self.run_id, alias=_alias())
+            if status is None:
+                raise RunNotFound(f"No run has the id {str(self.run_id)!r}.")
+            if status not in RunStatus.terminal():
+                return None
+        return _finished(self.run_id)
+
+
 def get_run(run_id: str | uuid.UUID) -> RunHandle:
     """Return the handle of a run, or raise ``RunNotFound``."""
     return RunHandle(_get(run_id))
@@ -490,7 +513,7 @@ class RunHandle:
         run_id = self._run.id
         seconds = None if timeout is None else _seconds(timeout)
         try:
-            self._run = wait_until(lambda: _finished(run_id), keys=[f"r:{run_id}"], timeout=seconds)
+            self._run = wait_until(_FinishedCheck(run_id), keys=[f"r:{run_id}"], timeout=seconds)
         except TimeoutError:
             self.refresh()
             raise self._timeout(seconds) from None
@@ -502,7 +525,7 @@ class RunHandle:
         seconds = None if timeout is None else _seconds(timeout)
         try:
             self._run = await await_until(
-                sync_to_async(lambda: _finished(run_id)), keys=[f"r:{run_id}"], timeout=seconds
+                sync_to_async(_FinishedCheck(run_id)), keys=[f"r:{run_id}"], timeout=seconds
             )
         except TimeoutError:
             await self.arefresh()

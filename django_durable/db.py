@@ -189,6 +189,15 @@ def notifying(d: Dialect, returning_sql: str, payload_sql: str, params: dict[str
     )
 
 
+def run_status(run_id: uuid.UUID, *, alias: str | None = None) -> str | None:
+    """Return the run's status (``None`` if there is no such run): one column, no model."""
+    d = dialect(alias)
+    rows = execute(
+        d, "SELECT status FROM durable_run WHERE id = %(run)s", {"run": d.store_uuid(run_id)}
+    ).rows
+    return str(rows[0][0]) if rows else None
+
+
 # --- claiming --------------------------------------------------------------------------
 
 

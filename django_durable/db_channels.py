@@ -4,7 +4,7 @@ No wake-up can be lost between a run deciding to wait and something arriving:
 
 - events: the emitter and a run suspending on that name take the same PostgreSQL advisory
   lock (per name), so one of them always sees the other's committed row;
-- messages: the sender locks the run row before inserting, and a suspending run updates
+- messages: the sender locks the run row as it inserts, and a suspending run updates
   its own row before checking for messages, so they serialise on that row.
 
 SQLite runs one writing transaction at a time, which gives the same guarantee.
@@ -47,13 +47,16 @@ def _lock_event_name(d: Dialect, name: str) -> None:
         )
 
 
+_WAKE_SET = (
+    "status = 'pending', wake_on = NULL, wake_at = NULL, waiting_for = '', "
+    "available_at = {now}, updated_at = {now}"
+)
+
+
 def _wake_update(d: Dialect, where: str, params: dict[str, Any]) -> str:
     """Return the UPDATE that makes matching waiting runs pending."""
-    return (
-        "UPDATE durable_run SET status = 'pending', wake_on = NULL, wake_at = NULL, "
-        f"waiting_for = '', available_at = {d.now(params)}, updated_at = {d.now(params)} "
-        f"WHERE status = 'waiting' AND {where}"
-    )
+    set_clause = _WAKE_SET.format(now=d.now(params))
+    return f"UPDATE durable_run SET {set_clause} WHERE status = 'waiting' AND {where}"
 
 
 def _wake_sql(d: Dialect, where: str, params: dict[str, Any]) -> str:
@@ -149,51 +152,76 @@ def insert_message(
     message (the id of the first is returned).
     """
     d = dialect(alias)
-    run = d.store_uuid(run_id)
+    params: dict[str, Any] = {
+        "run": d.store_uuid(run_id),
+        "topic": topic,
+        "data": data,
+        "key": idempotency_key,
+        "wake_on": f"m:{topic}",
+    }
+    if d.pg:
+        found, message_id = _insert_message_pg(d, params)
+    else:
+        found, message_id = _insert_message_sqlite(d, params)
+    if not found:
+        return None
+    if message_id is None:  # the key was used: the first message stands
+        [(message_id,)] = execute(
+            d,
+            "SELECT id FROM durable_message WHERE run_id = %(run)s AND idempotency_key = %(key)s",
+            params,
+        ).rows
+    return int(message_id)
+
+
+def _message_insert(d: Dialect, params: dict[str, Any], source: str) -> str:
+    return (
+        "INSERT INTO durable_message (run_id, topic, data, idempotency_key, created_at) "
+        f"SELECT id, %(topic)s, {d.param('data', 'jsonb')}, %(key)s, {d.now(params)} "
+        f"FROM {source} ON CONFLICT (run_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+    )
+
+
+def _insert_message_pg(d: Dialect, params: dict[str, Any]) -> tuple[bool, int | None]:
+    """Lock the run row, insert, wake and notify: one statement, one round trip.
+
+    The row lock serialises the send with a suspending run (which updates its row, then
+    looks for messages). The statement's snapshot may predate a suspension that committed
+    while the lock was awaited, so the wake tests the *locked* row, which is the newest
+    version: the UPDATE then finds its snapshot's version superseded and, under READ
+    COMMITTED, re-checks the newest one against the join to ``locked`` and updates it.
+    A ``status = 'waiting'`` test on the updated table itself would be made against the
+    old version, and the wake-up lost.
+    """
+    params["channel"] = get_settings().NOTIFY_CHANNEL
+    now = d.now(params)
+    sql = (
+        "WITH locked AS (SELECT id, status, wake_on FROM durable_run WHERE id = %(run)s "
+        "FOR NO KEY UPDATE), "
+        f"inserted AS ({_message_insert(d, params, 'locked')}), "
+        f"woken AS (UPDATE durable_run SET {_WAKE_SET.format(now=now)} FROM locked "
+        "WHERE durable_run.id = locked.id AND locked.status = 'waiting' "
+        "AND locked.wake_on = %(wake_on)s RETURNING durable_run.queue), "
+        "notified AS (SELECT pg_notify(%(channel)s, 'q:' || queue) FROM woken) "
+        "SELECT (SELECT count(*) FROM locked), (SELECT id FROM inserted), "
+        "(SELECT count(*) FROM notified)"
+    )
+    [(found, message_id, _)] = execute(d, sql, params).rows
+    return bool(found), message_id
+
+
+def _insert_message_sqlite(d: Dialect, params: dict[str, Any]) -> tuple[bool, int | None]:
+    """Insert and wake in one transaction (SQLite runs one writer at a time)."""
     with transaction.atomic(using=d.connection.alias):
-        lock = " FOR NO KEY UPDATE" if d.pg else ""
-        found = execute(d, f"SELECT id FROM durable_run WHERE id = %(run)s{lock}", {"run": run})
-        if not found.rows:
-            return None
-        params: dict[str, Any] = {
-            "run": run,
-            "topic": topic,
-            "data": data,
-            "key": idempotency_key,
-            "wake_on": f"m:{topic}",
-        }
-        insert = (
-            "INSERT INTO durable_message (run_id, topic, data, idempotency_key, created_at) "
-            f"VALUES (%(run)s, %(topic)s, {d.param('data', 'jsonb')}, %(key)s, "
-            f"{d.now(params)}) ON CONFLICT (run_id, idempotency_key) "
-            "WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
-        )
-        if d.pg:
-            # One round trip for the insert and the wake. Its snapshot is taken after the
-            # row lock above, so a suspend that committed before the lock is seen.
-            params["channel"] = get_settings().NOTIFY_CHANNEL
-            wake = _wake_update(d, "id = %(run)s AND wake_on = %(wake_on)s", params)
-            sql = (
-                f"WITH inserted AS ({insert}), woken AS ({wake} RETURNING queue), "
-                "notified AS (SELECT pg_notify(%(channel)s, 'q:' || queue) FROM woken) "
-                "SELECT (SELECT id FROM inserted), (SELECT count(*) FROM notified)"
-            )
-            [(inserted_id, _)] = execute(d, sql, params).rows
-            if inserted_id is not None:
-                return int(inserted_id)
-            inserted = []
-        else:
-            inserted = execute(d, insert, params).rows
-        if not inserted:  # the key was used: the first message stands
-            [(message_id,)] = execute(
-                d,
-                "SELECT id FROM durable_message WHERE run_id = %(run)s AND "
-                "idempotency_key = %(key)s",
-                params,
-            ).rows
-            return int(message_id)
-        execute(d, _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", params), params)
-    return int(inserted[0][0])
+        found = execute(d, "SELECT id FROM durable_run WHERE id = %(run)s", params).rows
+        if not found:
+            return False, None
+        inserted = execute(d, _message_insert(d, params, "durable_run WHERE id = %(run)s"), params)
+        if inserted.rows:
+            wake = _wake_sql(d, "id = %(run)s AND wake_on = %(wake_on)s", params)
+            execute(d, wake, params)
+    return True, inserted.rows[0][0] if inserted.rows else None
 
 
 def take_message(

@@ -64,6 +64,9 @@ class Outcome:
     floor: int = 0
     # Suspended inside ctx.shield(): a pending cancellation does not cut the wait short.
     shielded: bool = False
+    # Whether the run may have child runs. A run that never started one ends in a single
+    # statement: there are no children for its parent_close policy to close.
+    children: bool = True
 
 
 def execute(
@@ -126,6 +129,13 @@ def _reraise(exc: BaseException) -> Any:
 
 def _settle(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], Any]) -> Outcome:
     """Run ``call`` (the workflow body, or its result) and turn how it ended into an Outcome."""
+    outcome = _end(workflow, ctx, call)
+    # A child is started with its parent's record, in one transaction: no record, no child.
+    children = ctx.checkpoints.has_kind("child")
+    return outcome if children else dataclasses.replace(outcome, children=False)
+
+
+def _end(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], Any]) -> Outcome:
     try:
         value = call()
     except SuspendRun as signal:

@@ -115,6 +115,8 @@ class Worker:
         self._forced = threading.Event()
         self._heartbeat_stop = threading.Event()
         self._next_maintenance = 0.0
+        # The last claim filled every free slot: more may be ready, claim when one frees.
+        self._saturated = False
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
         self._thread_state = threading.local()
         # PostgreSQL's LISTEN connection (None on SQLite): wakes the loop, hears cancels.
@@ -230,7 +232,25 @@ class Worker:
                 done = self._inflight.pop(claim.run_id, None)
             if done is not None and self._listener is not None:
                 self._listener.unsubscribe([f"x:{claim.run_id}"], done.heard_cancel)
-            self._wake.set()
+            if self._may_claim_after(claim):
+                self._wake.set()
+
+    def _may_claim_after(self, claim: db.Claim) -> bool:
+        """Return whether the end of ``claim`` should wake the loop to claim again at once.
+
+        On PostgreSQL every new piece of ready work NOTIFYs the loop, so it is woken only
+        when it stopped claiming for want of a free slot, when the run's queue has limits
+        (a finished run frees a place there, and nothing says so), or when it is stopping
+        or in burst mode (it counts the runs in flight). Waking it after every run would
+        cost a claim's round trip, at the moment the run's result is being read.
+        """
+        return (
+            self._listener is None
+            or self._saturated
+            or self.burst
+            or self._draining.is_set()
+            or queues.limits_of(claim.queue) is not None
+        )
 
     def _check_connections(self) -> None:
         """Close this thread's broken or expired connections, as Django does per request.
@@ -278,7 +298,7 @@ class Worker:
                 "error": outcome.error,
                 "finished_at": db.NOW,
             }
-            stored = self._finish(claim, values)
+            stored = self._finish(claim, values, children=outcome.children)
         elif kind == "released":
             values = {**ended, "status": RunStatus.PENDING, "available_at": db.NOW}
             stored = db.update_claimed_run(claim, values, notify="queue", alias=self.alias)
@@ -291,8 +311,10 @@ class Worker:
                 kind,
             )
 
-    def _finish(self, claim: db.Claim, values: dict[str, Any]) -> bool:
+    def _finish(self, claim: db.Claim, values: dict[str, Any], *, children: bool) -> bool:
         """End a run for good; wake its parent if it waits for it; close its children."""
+        if claim.parent_id is None and not children:  # one statement: nothing else to touch
+            return db.update_claimed_run(claim, values, notify="run", alias=self.alias)
         with transaction.atomic(using=self.alias):
             d = db.dialect(self.alias)
             if claim.parent_id is not None:
@@ -489,6 +511,7 @@ class Worker:
                 # The listener wakes us when it reconnects: the database is back.
                 self._wait_for_database(exc, min(self.poll_interval * (failures - 1), 10.0))
                 continue
+            self._saturated = len(claims) >= free
             for claim in claims:
                 work.put(claim)
             if self.burst and not claims and self.in_flight == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from django.utils import timezone
@@ -252,3 +253,58 @@ def test_a_hand_back_the_database_refused_is_written_once_it_answers(monkeypatch
     worker.maintain()  # takes it back at once: pending again, one recovery counted
     run = Run.objects.get(pk=handle.id)
     assert (run.status, run.recoveries) == (RunStatus.PENDING, 1)
+
+
+# --- what a run's end costs ----------------------------------------------------------------
+
+
+def test_a_run_that_never_started_a_child_ends_without_looking_for_children():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    outcome = worker.process(claim)
+    assert outcome is not None
+    assert (outcome.kind, outcome.children) == ("completed", False)
+    assert handle.result(timeout=1) == 3
+
+
+def test_a_child_started_in_an_earlier_execution_is_closed_when_its_parent_ends():
+    handle = wf.parent_naps_then_leaves.start()
+    worker = Worker()
+    [claim] = worker.claim(1)
+    first = worker.process(claim)  # starts the child, then sleeps
+    assert first is not None and (first.kind, first.children) == ("suspended", True)
+    [claim] = worker.claim(1)
+    worker.process(claim)  # the child goes to sleep for an hour
+    time.sleep(0.05)  # past the parent's 10 ms nap
+    worker.maintain()
+    [claim] = worker.claim(1)
+    assert str(claim.run_id) == handle.id
+    second = worker.process(claim)  # replays the start from its record, then ends
+    assert second is not None and (second.kind, second.children) == ("completed", True)
+    drain(worker)  # the child, woken to stop
+    child = Run.objects.get(pk=handle.result(timeout=1))
+    assert child.status == RunStatus.CANCELLED  # parent_close="cancel", the default
+    assert child.cancel_reason == "its parent run finished"
+
+
+@pytest.mark.parametrize(
+    ("saturated", "limited", "woken_on_postgres"),
+    [(False, False, False), (True, False, True), (False, True, True)],
+)
+def test_a_run_that_ends_wakes_the_loop_only_when_it_may_claim_more(
+    settings, saturated, limited, woken_on_postgres
+):
+    """On PostgreSQL, notifications bring new work: a run's end wakes the loop only when
+    the loop stopped for want of a slot, or the queue's limits may now let another run
+    in. SQLite has no notifications: every end wakes it."""
+    if limited:
+        settings.DJANGO_DURABLE = {"QUEUES": {"default": {"concurrency": 2}}}
+    wf.add.start(1, 2)
+    worker = Worker(concurrency=2)
+    [claim] = worker.claim(1)
+    worker._saturated = saturated
+    worker._wake.clear()
+    worker.process(claim)
+    on_postgres = worker._listener is not None
+    assert worker._wake.is_set() == (woken_on_postgres if on_postgres else True)

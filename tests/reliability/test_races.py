@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from django.db.models.functions import Now
@@ -49,7 +50,9 @@ WORKER = "race-worker"  # the thread that executes the run under test
 # The statements a blocked session is parked on, as pg_stat_activity shows them (LIKE).
 SUSPEND_UPDATE = "UPDATE durable_run SET %"  # suspend_waiting marks the run waiting
 FINISH_UPDATE = "WITH changed AS (UPDATE durable_run SET %"  # a run's end, with NOTIFY
-LOCK_RUN_ROW = "SELECT id FROM durable_run WHERE id = % FOR NO KEY UPDATE"  # send, cancel
+LOCK_RUN_ROW = "SELECT id FROM durable_run WHERE id = % FOR NO KEY UPDATE"  # cancel
+# send: one statement that locks the run row, inserts, and wakes the run from the lock's view
+SEND_MESSAGE = "WITH locked AS (SELECT id, status, wake_on FROM durable_run WHERE id = %"
 EVENT_LOCK = "SELECT pg_advisory_xact_lock(%"  # the event name's lock
 CHECKPOINT = "INSERT INTO durable_step %"  # a fenced checkpoint (FOR SHARE of the run)
 
@@ -135,7 +138,7 @@ def test_a_send_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypatch, 
     pause.wait(racer)
     assert pause.value is False
     sender = Racer("sender", lambda: durable.send(handle.id, "blocked", topic="go"))
-    watch.blocked(LOCK_RUN_ROW, by=pause.pid, racer=sender)
+    watch.blocked(SEND_MESSAGE, by=pause.pid, racer=sender)
     pause.release()
     assert outcome_kind(racer) == "suspended"  # committed as waiting ...
     sender.join()
@@ -331,14 +334,19 @@ def test_a_parent_cancelled_while_its_child_finishes_is_cancelled(monkeypatch, w
 # --- lease takeover vs a late write ----------------------------------------------------------
 
 
-def lease_expired(handle: durable.RunHandle) -> bool:
+def expire_lease(handle: durable.RunHandle) -> None:
+    """End the run's lease now, as if its worker had stalled past it.
+
+    Forced rather than waited for: a short real lease would also run out while the stale
+    worker is still on its way to the point under test, on a busy machine.
+    """
     now = Now() if ON_POSTGRES else timezone.now()
-    return Run.objects.filter(pk=handle.id, lease_expires_at__lt=now).exists()
+    Run.objects.filter(pk=handle.id).update(lease_expires_at=now - timedelta(seconds=1))
 
 
 def stale_claim(handle: durable.RunHandle) -> tuple[Worker, Racer]:
-    """Claim the run with a short lease and no heartbeat, in thread ``stale``."""
-    stale = Worker(lease_seconds=0.5)
+    """Claim the run with no heartbeat, in thread ``stale``."""
+    stale = Worker()
     return stale, execute(stale, handle, "stale")
 
 
@@ -352,7 +360,7 @@ def test_a_stale_checkpoint_after_a_takeover_is_refused(gates):
     gate = gates[handle.id] = rw.Gate()
     _, racer = stale_claim(handle)
     wait_for(gate.entered.is_set, message="the stale worker in its step")
-    wait_for(lambda: lease_expired(handle), message="its lease expired")
+    expire_lease(handle)
     take_over()  # the step ran again in the owner, which recorded it and finished
     assert handle.result(timeout=1) == {"step": "owner", "finished_by": "owner"}
     gate.opened.set()  # the stale worker's step ends; it tries to record it
@@ -368,7 +376,7 @@ def test_a_stale_completion_after_a_takeover_is_discarded(monkeypatch):
     stale, racer = stale_claim(handle)
     pause = Pause(monkeypatch, stale, "_finish", thread="stale")
     pause.wait(racer)  # its execution completed; the outcome is not stored yet
-    wait_for(lambda: lease_expired(handle), message="its lease expired")
+    expire_lease(handle)
     take_over()
     # The owner replayed the stale worker's step (recorded in time) and finished the run.
     assert handle.result(timeout=1) == {"step": "stale", "finished_by": "owner"}
@@ -385,7 +393,7 @@ def test_a_takeover_committing_while_a_checkpoint_waits_refuses_it(gates, watch)
     gate = gates[handle.id] = rw.Gate()
     _, racer = stale_claim(handle)
     wait_for(gate.entered.is_set, message="the stale worker in its step")
-    wait_for(lambda: lease_expired(handle), message="its lease expired")
+    expire_lease(handle)
     error = json.dumps({"type": "lost", "message": "lost", "traceback": ""})
     rescuer = Holder("rescuer", lambda: db.recover_expired_runs(max_recoveries=5, error=error))
     rescuer_pid = rescuer.wait_held()  # the run is pending again, uncommitted, row locked

@@ -555,6 +555,14 @@ def parent_leaves(ctx: durable.Context, policy: str) -> str:
     return handle.run_id
 
 
+@durable.workflow(name="tests.parent_naps_then_leaves")
+def parent_naps_then_leaves(ctx: durable.Context) -> str:
+    """Starts a child, suspends, and finishes in a later execution (replaying the start)."""
+    handle = ctx.start_child(sleepy_child)
+    ctx.sleep(0.01)
+    return handle.run_id
+
+
 @durable.workflow(name="tests.cancels_its_child")
 def cancels_its_child(ctx: durable.Context) -> str:
     handle = ctx.start_child(sleepy_child)
