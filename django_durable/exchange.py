@@ -20,7 +20,7 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import Max
 
-from . import db_channels, serialization
+from . import db, db_channels, serialization
 from .client import _alias, _get, _seconds
 from .exceptions import RunNotFound
 from .models import Run, RunStatus, RunValue, StreamItem
@@ -234,8 +234,11 @@ def stream_batch(run: Run, key: str, offset: int) -> list[StreamItem]:
 
 
 def run_status(run: Run) -> str:
-    """Return the run's status now."""
-    return str(Run.objects.using(_alias()).values_list("status", flat=True).get(pk=run.pk))
+    """Return the run's status now (``Run.DoesNotExist`` if it was deleted)."""
+    status = db.run_status(run.pk, alias=_alias())
+    if status is None:
+        raise Run.DoesNotExist(f"Run {run.pk} no longer exists.")
+    return status
 
 
 def run_finished(run: Run) -> bool:
