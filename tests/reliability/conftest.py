@@ -39,6 +39,7 @@ __all__ = [
     "backends_per_application",
     "db_now",
     "executions",
+    "process_state",
     "report",
     "rss_kib",
     "wait_for",
@@ -83,6 +84,12 @@ def rss_kib(pid: int) -> int | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return None
+
+
+def process_state(pid: int) -> str:
+    """Return the state letter of a process from ``/proc`` (``T`` when stopped)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def backends_per_application(prefix: str) -> dict[str, int]:
@@ -130,6 +137,7 @@ class WorkerPool:
         self.started: list[subprocess.Popen[bytes]] = []
         self.killed: list[int] = []
         self.app_names: dict[int, str] = {}  # pid -> its connections' application_name
+        self.spared = 0  # times kill_next() passed a worker over
         self._generation = 0
         self._next_victim = 0
 
@@ -214,6 +222,48 @@ class WorkerPool:
             self._spawn(slot)
         return proc.pid if proc is not None else 0
 
+    def kill_next(self, spare: Callable[[int], bool] | None = None) -> int | None:
+        """SIGKILL the next worker in turn that ``spare(pid)`` does not protect; restart it.
+
+        With ``spare``, each candidate is frozen first (SIGSTOP) and left to settle, so what
+        ``spare`` reads cannot change before the kill; a spared worker is let go (SIGCONT)
+        and the next one is tried. Returns the pid killed, or None if all were spared.
+        """
+        for offset in range(self.size):
+            slot = (self._next_victim + offset) % self.size
+            proc = self.slots[slot]
+            if spare is not None and proc is not None and proc.poll() is None:
+                self.pause(proc)
+                self._settle(proc.pid)
+                if spare(proc.pid):
+                    self.resume(proc)
+                    self.spared += 1
+                    continue
+            self._next_victim = (slot + 1) % self.size
+            return self.kill(slot)
+        return None
+
+    def _settle(self, pid: int, timeout: float = 2.0) -> None:
+        """Wait until no ``Execution`` insert of a frozen worker is still being committed.
+
+        A statement sent just before SIGSTOP still runs on the server; on SQLite the
+        process commits by itself, so a frozen one commits nothing.
+        """
+        if not ON_POSTGRES:
+            return
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND state = 'active' AND query LIKE %s"
+        )
+        pattern = f'%"{Execution._meta.db_table}"%'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with connection.cursor() as cursor:
+                cursor.execute(query, [self.app_names[pid], pattern])
+                if cursor.fetchone()[0] == 0:
+                    return
+            time.sleep(0.005)
+
     def supervise(self) -> int:
         """Start a new worker in each slot whose worker exited; return how many."""
         restarted = 0
@@ -230,9 +280,12 @@ class WorkerPool:
         interval: float = 1.0,
         timeout: float = 300.0,
         on_tick: Callable[[], None] | None = None,
+        spare: Callable[[int], bool] | None = None,
     ) -> int:
         """Kill and restart one worker every ``interval`` s, in turn, until ``until()``.
 
+        A worker for which ``spare(pid)`` is true at that moment is passed over for the
+        next one (see ``kill_next``); when every one is, the kill waits for the next tick.
         Also restarts workers that died on their own. Returns the number of kills;
         fails if ``until()`` is still false after ``timeout`` seconds.
         """
@@ -245,16 +298,16 @@ class WorkerPool:
             self.supervise()
             if on_tick is not None:
                 on_tick()
-            if time.monotonic() >= next_kill:
-                self.kill()
+            if time.monotonic() >= next_kill and self.kill_next(spare) is not None:
                 kills += 1
                 next_kill = time.monotonic() + interval
             time.sleep(0.05)
         return kills
 
     def pause(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGSTOP a worker: it stalls, holding whatever it held, without dying."""
+        """SIGSTOP a worker and wait until it is stopped: it stalls, holding what it held."""
         os.kill(proc.pid, signal.SIGSTOP)
+        wait_for(lambda: process_state(proc.pid) == "T", 10, f"worker {proc.pid} stopped")
 
     def resume(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGCONT a stopped worker."""
