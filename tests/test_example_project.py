@@ -93,16 +93,18 @@ def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_demo_finishes_every_run_through_a_sigkill_twice_in_a_row(example_env):
+def test_demo_finishes_every_run_through_a_sigkill_twice_in_a_row(example_env, tmp_path):
     migrate = manage(example_env, "migrate", "--noinput")
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     for attempt in (1, 2):  # the second demo runs on the first one's data
-        demo = manage(example_env, "demo", "--timeout", "60")
+        logs = tmp_path / f"logs-{attempt}"
+        demo = manage(example_env, "demo", "--timeout", "60", "--log-dir", str(logs))
         print(f"--- demo {attempt}\n{demo.stdout}{demo.stderr}")
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert SUMMARY.search(demo.stdout), demo.stdout
         assert "0 atomic writes duplicated" in demo.stdout
         assert "3 of 3 orders shipped" in demo.stdout
+        assert f"log: {logs / 'worker-1.log'}" in demo.stdout  # its workers logged there
     assert manage(example_env, "check").returncode == 0
 
 

@@ -100,11 +100,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout", type=float, default=60.0, help="Seconds to wait for each phase."
         )
+        parser.add_argument(
+            "--log-dir",
+            type=Path,
+            help="Directory for the workers' logs (default: a new one under the temp directory).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.monotonic()
         orders = self.start_runs()
-        workers = Workers(Path(tempfile.mkdtemp(prefix="durable-demo-")))
+        log_dir = options["log_dir"] or Path(tempfile.mkdtemp(prefix="durable-demo-"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        workers = Workers(log_dir)
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self.crash_first_worker(workers, orders, options["timeout"])
