@@ -137,13 +137,20 @@ class Context(BaseContext):
             return int(self._replay(op))
         return channels.emit_event(self, op, name, data, source, type)
 
-    def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
-        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
+    def recv(
+        self,
+        topic: str | None = None,
+        timeout: float | timedelta | None = None,
+        *,
+        default: Any = None,
+    ) -> Any:
+        """Take the next message sent to this run on ``topic``; ``default`` after ``timeout``."""
         name = _topic(topic)
         op = self._begin("recv", name, empty_name=True)
         if op.replayed:
-            return self._replay(op).get("message")
-        return _raise_signal(channels.recv(self, op, name, _timeout(timeout))).get("message")
+            return self._replay(op).get("message", default)
+        outcome = _raise_signal(channels.recv(self, op, name, _timeout(timeout)))
+        return outcome.get("message", default)
 
     def set_value(self, key: str, value: Any) -> None:
         """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""
@@ -323,14 +330,20 @@ class AsyncContext(BaseContext):
             return int(self._replay(op))
         return int(await self._db(channels.emit_event, self, op, name, data, source, type))
 
-    async def recv(self, topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
-        """Take the next message sent to this run on ``topic``; ``None`` after ``timeout``."""
+    async def recv(
+        self,
+        topic: str | None = None,
+        timeout: float | timedelta | None = None,
+        *,
+        default: Any = None,
+    ) -> Any:
+        """Take the next message sent to this run on ``topic``; ``default`` after ``timeout``."""
         name = _topic(topic)
         op = self._begin("recv", name, empty_name=True)
         if op.replayed:
-            return self._replay(op).get("message")
+            return self._replay(op).get("message", default)
         outcome = await self._db(channels.recv, self, op, name, _timeout(timeout))
-        return _raise_signal(outcome).get("message")
+        return _raise_signal(outcome).get("message", default)
 
     async def set_value(self, key: str, value: Any) -> None:
         """Publish ``value`` under ``key`` (the newest wins; every version is kept)."""

@@ -229,6 +229,16 @@ def test_a_recv_timeout_returns_none_and_replays_as_none(worker):
     assert Message.objects.get(run_id=handle.id).consumed_at is None
 
 
+@pytest.mark.parametrize("workflow", [wf.recv_with_default, wf.async_recv_with_default])
+def test_recv_returns_its_default_on_timeout_and_a_none_message_as_none(worker, workflow):
+    args = (2, 0) if workflow is wf.recv_with_default else (0,)
+    handle = workflow.start(*args)
+    durable.send(handle.id, None)  # a message that is None, then nothing: a timeout
+    drain(worker)
+    assert handle.result(timeout=1) == [None, "timed out"]
+    assert Message.objects.get(run_id=handle.id).consumed_at is not None
+
+
 def test_the_same_idempotency_key_stores_one_message():
     handle = wf.receives.start(1)
     first = durable.send(handle.id, "charge", idempotency_key="webhook-1")

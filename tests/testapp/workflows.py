@@ -342,6 +342,22 @@ def recv_timeout(ctx: durable.Context, timeout: float) -> list:
     return [first]
 
 
+@durable.workflow(name="tests.recv_with_default")
+def recv_with_default(ctx: durable.Context, count: int, timeout: float) -> list:
+    """Receive ``count`` times, telling a timeout from a message that is ``None``."""
+    received = [ctx.recv(timeout=timeout, default="timed out") for _ in range(count)]
+    ctx.sleep(0.05)  # replayed: the timeouts must replay as the default too
+    return received
+
+
+@durable.workflow(name="tests.async_recv_with_default")
+async def async_recv_with_default(ctx: durable.AsyncContext, timeout: float) -> list:
+    return [
+        await ctx.recv(timeout=timeout, default="timed out"),
+        await ctx.recv(timeout=timeout, default="timed out"),
+    ]
+
+
 @durable.workflow(name="tests.typed_event")
 def typed_event(ctx: durable.Context, name: str) -> dict:
     from .payloads import Payment
