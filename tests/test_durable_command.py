@@ -486,6 +486,37 @@ def test_runs_stream_follow_prints_items_as_a_worker_writes_them():
     assert [json.loads(line)["offset"] for line in output.splitlines()] == [0, 1, 2]
 
 
+def test_runs_stream_follow_gives_up_after_its_timeout_and_says_where_to_go_on(worker, run_all):
+    handle = wf.stream_then_wait.start(2)
+
+    def waiting() -> bool:  # wrote two items, the stream is open, the run waits for a message
+        worker.run_once()
+        return Run.objects.get(pk=handle.id).status == RunStatus.WAITING
+
+    wait_for(waiting, 10, "the run waiting")
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"after 0.2s: stream 'out' is still open.*--offset 2"):
+        call_command(
+            "durable", "runs", "stream", handle.id, "out", "--follow", "--timeout", "0.2",
+            stdout=out, stderr=io.StringIO(),
+        )  # fmt: skip
+    assert out.getvalue().splitlines() == ["0\t0", "1\t1"]  # what came is printed first
+    with pytest.raises(CommandError, match="--offset 2"):  # nothing new from there
+        durable_cmd(
+            "runs", "stream", handle.id, "out", "--follow", "--offset", "2", "--timeout", "0"
+        )
+    with pytest.raises(CommandError, match="--timeout only applies with --follow"):
+        durable_cmd("runs", "stream", handle.id, "out", "--timeout", "5")
+    with pytest.raises(CommandError, match="Invalid duration"):
+        durable_cmd("runs", "stream", handle.id, "out", "--follow", "--timeout", "soon")
+    durable.send(handle.id, "done", topic="go")
+    run_all()  # the run ends: following returns, whatever the timeout
+    assert (
+        durable_cmd("runs", "stream", handle.id, "out", "--follow", "--timeout", "5")
+        == "0\t0\n1\t1\n"
+    )
+
+
 @pytest.mark.parametrize("action", [["values"], ["stream", "--follow"]])
 def test_runs_values_and_stream_refuse_unknown_runs(action):
     sub, *flags = action

@@ -404,6 +404,14 @@ def write_after_close(ctx: durable.Context) -> None:
     ctx.write_stream("out", 2)
 
 
+@durable.workflow(name="tests.stream_then_wait")
+def stream_then_wait(ctx: durable.Context, count: int) -> None:
+    """Write ``count`` items, leave the stream open, and wait for a message."""
+    for index in range(count):
+        ctx.write_stream("out", index)
+    ctx.recv("go")
+
+
 @durable.workflow(name="tests.async_channels")
 async def async_channels(ctx: durable.AsyncContext, name: str) -> dict:
     event = await ctx.wait_for_event(name)

@@ -154,6 +154,12 @@ def add_parsers(command: BaseCommand, groups: Any, runs: Any) -> None:
         action="store_true",
         help="Wait for items until the stream closes or the run ends.",
     )
+    stream_parser.add_argument(
+        "--timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="With --follow: give up after DURATION (90s, 15m...) and exit with status 1.",
+    )
     stream_parser.set_defaults(handler=handler(stream))
 
     events_parser = groups.add_parser("events", help="List events, newest first.")
@@ -213,21 +219,35 @@ def stream(out: OutputWrapper, options: dict[str, Any]) -> None:
     """Print the items of a run's stream; with --follow, until it closes or the run ends."""
     if options["offset"] < 0:
         raise CommandError("--offset cannot be negative.")
+    timeout = options["timeout"]
+    if timeout is not None and not options["follow"]:
+        raise CommandError("--timeout only applies with --follow.")
+    run = get_run(options["run_id"])
+    key, offset = options["key"], options["offset"]
+    seconds = None if timeout is None else timeout.total_seconds()
+    finished = not options["follow"]
     try:
-        items = exchange.stream_items(
-            run_id(options["run_id"]), options["key"], options["offset"], options["follow"]
-        )
-    except durable.RunNotFound as exc:
-        raise CommandError(str(exc)) from None
-    try:
-        for offset, value in items:
-            if options["json"]:
-                out.write(json.dumps({"offset": offset, "value": value}, cls=DjangoJSONEncoder))
-            else:
-                out.write(f"{offset}\t{one_line(value)}")
-            out.flush()  # a follower sees each item as it comes
+        for poll in exchange.poll_stream(
+            run, key, offset, follow=options["follow"], max_seconds=seconds
+        ):
+            finished = finished or poll.kind in ("closed", "ended")
+            for item in poll.items:
+                value = item.get_value()
+                if options["json"]:
+                    out.write(
+                        json.dumps({"offset": item.offset, "value": value}, cls=DjangoJSONEncoder)
+                    )
+                else:
+                    out.write(f"{item.offset}\t{one_line(value)}")
+                out.flush()  # a follower sees each item as it comes
+                offset = item.offset + 1
     except KeyboardInterrupt:  # Ctrl-C ends following: not an error
         return
+    if not finished:
+        raise CommandError(
+            f"Stopped following after {seconds:g}s: stream {key!r} is still open and the run "
+            f"has not finished. Go on with --offset {offset}."
+        )
 
 
 def events(out: OutputWrapper, options: dict[str, Any]) -> None:
