@@ -32,6 +32,7 @@ from .exceptions import (
 from .faces import AsyncContext, Context
 from .registry import StartOptions, StepFunction, Workflow, step, workflow
 from .retry_policy import RetryPolicy
+from .runtime import StepInfo, step_info
 from .statuses import RunStatus
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ __all__ = [
     "StartOptions",
     "StepFailed",
     "StepFunction",
+    "StepInfo",
     "Workflow",
     "WorkflowCancelled",
     "WorkflowFailed",
@@ -112,6 +114,7 @@ __all__ = [
     "send",
     "start",
     "step",
+    "step_info",
     "workflow",
 ]
 

@@ -35,7 +35,7 @@ from .exceptions import (
 )
 from .registry import StepFunction, check_name
 from .retry_policy import RetryPolicy
-from .runtime import inside_step
+from .runtime import StepInfo, current_step
 from .statuses import StepStatus
 
 Interrupt = Callable[[], BaseException | None]
@@ -191,7 +191,7 @@ class BaseContext:
     def _begin(self, kind: str, name: str, *, empty_name: bool = False) -> Operation:
         if name or not empty_name:
             check_name(name, kind)
-        if inside_step.get():
+        if current_step.get() is not None:
             raise DurableError(
                 f"ctx.{kind}() was called inside a step's body; durable operations belong "
                 "in the workflow function, not in steps."
@@ -422,12 +422,18 @@ class BaseContext:
         )
         return self._step_exception(op.position, info, exc)
 
+    def _step_info(self, op: Operation, attempt: int, policy: RetryPolicy) -> StepInfo:
+        return StepInfo(
+            self.run_id, self.workflow_name, op.name, op.position, attempt, policy.max_attempts
+        )
+
     def _run_atomic(
-        self, op: Operation, body: Callable[..., Any], args: Any, kwargs: Any, attempt: int
+        self, op: Operation, body: Callable[..., Any], args: Any, kwargs: Any, info: StepInfo
     ) -> Any:
         started = time.monotonic()
         with transaction.atomic(using=self._checkpoints.alias):
-            return self._complete(op, call_body(body, args, kwargs), attempt, started)
+            value = call_body(body, args, kwargs, info)
+            return self._complete(op, value, info.attempt, started)
 
     def _sleep_target(self, op: Operation, until: datetime | None, seconds: float) -> datetime:
         if op.replayed:
@@ -470,9 +476,9 @@ class BaseContext:
         return True, self._begin("patch", change_id)
 
 
-def call_body(body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    token = inside_step.set(True)
+def call_body(body: Callable[..., Any], args: Any, kwargs: Any, info: StepInfo) -> Any:
+    token = current_step.set(info)
     try:
         return body(*args, **kwargs)
     finally:
-        inside_step.reset(token)
+        current_step.reset(token)

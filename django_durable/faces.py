@@ -23,7 +23,7 @@ from .children import ChildHandle
 from .context import BaseContext, aware, call_body, to_seconds
 from .registry import check_name
 from .retry_policy import RetryPolicy
-from .runtime import inside_step
+from .runtime import current_step
 
 
 def _raise_signal(value: Any) -> Any:
@@ -72,11 +72,12 @@ class Context(BaseContext):
         if op.replayed:
             return self._replay(op)
         attempt = op.attempts + 1
+        info = self._step_info(op, attempt, policy)
         started = time.monotonic()
         try:
             if is_atomic:
-                return self._run_atomic(op, body, args, kwargs, attempt)
-            text = self._encode_result(op, call_body(body, args, kwargs))
+                return self._run_atomic(op, body, args, kwargs, info)
+            text = self._encode_result(op, call_body(body, args, kwargs, info))
         except Exception as exc:
             # The signal may be ``exc`` itself; chaining it to itself would loop.
             raise self._record_failure(op, exc, policy, attempt, started)  # noqa: B904
@@ -258,18 +259,19 @@ class AsyncContext(BaseContext):
         if op.replayed:
             return self._replay(op)
         attempt = op.attempts + 1
+        info = self._step_info(op, attempt, policy)
         started = time.monotonic()
         try:
             if is_atomic:
-                return await self._db(self._run_atomic, op, body, args, kwargs, attempt)
+                return await self._db(self._run_atomic, op, body, args, kwargs, info)
             if is_async:
-                token = inside_step.set(True)
+                token = current_step.set(info)
                 try:
                     value = await body(*args, **kwargs)
                 finally:
-                    inside_step.reset(token)
+                    current_step.reset(token)
             else:
-                value = await self._db(call_body, body, args, kwargs)
+                value = await self._db(call_body, body, args, kwargs, info)
             text = self._encode_result(op, value)
         except Exception as exc:
             signal = await self._db(self._record_failure, op, exc, policy, attempt, started)

@@ -15,7 +15,7 @@ from django.utils.module_loading import autodiscover_modules
 from .conf import get_settings
 from .exceptions import DurableError, WorkflowNotFound
 from .retry_policy import RetryPolicy
-from .runtime import current_context, inside_step
+from .runtime import current_context, current_step
 
 if TYPE_CHECKING:
     from .client import RunHandle
@@ -289,7 +289,7 @@ class StepFunction(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = current_context.get()
-        if ctx is None or inside_step.get():
+        if ctx is None or current_step.get() is not None:
             return self.fn(*args, **kwargs)
         # Context.step returns the value, AsyncContext.step a coroutine to await.
         result: R = cast(Any, ctx).step(self.name, self, *args, **kwargs)

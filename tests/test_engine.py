@@ -188,6 +188,36 @@ def test_retry_after_overrides_the_backoff(worker):
     assert 29 < wait < 31
 
 
+def test_a_step_body_knows_its_run_name_position_and_attempt(run_all):
+    handle = wf.step_info.start()
+    run_all()
+    result = handle.result(timeout=1)
+    common = {"run_id": handle.id, "workflow_name": "tests.step_info"}
+    assert result["plain"] == {
+        **common, "name": "plain", "position": 0, "attempt": 3, "max_attempts": 3,
+        "is_last_attempt": True,
+    }  # fmt: skip
+    assert result["atomic"] == {
+        **common, "name": "atomic", "position": 1, "attempt": 1, "max_attempts": 1,
+        "is_last_attempt": True,
+    }  # fmt: skip
+    assert "outside a step's body" in result["outside"]  # the workflow function is not a step
+
+
+def test_an_async_workflow_s_steps_know_their_attempt_too(run_all):
+    handle = wf.async_step_info.start()
+    run_all()
+    result = handle.result(timeout=1)
+    assert (result["async"]["name"], result["async"]["attempt"]) == ("async", 2)
+    assert result["async"]["is_last_attempt"] is True
+    assert (result["sync"]["name"], result["sync"]["position"]) == ("sync", 1)
+
+
+def test_step_info_outside_a_step_is_a_clear_error():
+    with pytest.raises(durable.DurableError, match=r"outside a step's body"):
+        durable.step_info()
+
+
 def test_fatal_error_is_never_retried(run_all):
     handle = wf.fatal.start()
     run_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from datetime import timedelta
@@ -107,6 +108,40 @@ def flaky(ctx: durable.Context, failures: int, retry_after: float | None = None)
 
     policy = durable.RetryPolicy(max_attempts=4, initial_delay=0.05, backoff=2.0, max_delay=0.2)
     return ctx.step("flaky", body, retry=policy)
+
+
+def _info_until(succeed_at: int) -> dict:
+    """A body that fails until attempt ``succeed_at``, then returns what step_info() said."""
+    info = durable.step_info()
+    if info.attempt < succeed_at:
+        raise ConnectionError(f"attempt {info.attempt} failed")
+    return {**dataclasses.asdict(info), "is_last_attempt": info.is_last_attempt}
+
+
+@durable.workflow(name="tests.step_info")
+def step_info(ctx: durable.Context) -> dict:
+    policy = durable.RetryPolicy(max_attempts=3, initial_delay=0)
+    try:
+        durable.step_info()
+    except durable.DurableError as exc:
+        outside = str(exc)
+    return {
+        "plain": ctx.step("plain", _info_until, 3, retry=policy),
+        "atomic": ctx.step("atomic", _info_until, 1, atomic=True),
+        "outside": outside,
+    }
+
+
+@durable.workflow(name="tests.async_step_info")
+async def async_step_info(ctx: durable.AsyncContext) -> dict:
+    async def awaited() -> dict:
+        return _info_until(2)
+
+    policy = durable.RetryPolicy(max_attempts=2, initial_delay=0)
+    return {
+        "async": await ctx.step("async", awaited, retry=policy),
+        "sync": await ctx.step("sync", _info_until, 1),
+    }
 
 
 @durable.workflow(name="tests.fatal")
