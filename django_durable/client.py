@@ -39,10 +39,14 @@ def _alias() -> str:
     return get_settings().DATABASE
 
 
-def _seconds(value: float | timedelta | None) -> float:
+def _seconds(value: float | timedelta | None, what: str = "timeout") -> float:
+    """Return ``value`` in seconds (0 for None); ``ValueError`` if negative or NaN."""
     if value is None:
         return 0.0
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds >= 0:  # NaN too: a wait for NaN seconds would never end
+        raise ValueError(f"{what}= must be 0 or more seconds, or a timedelta, not {value!r}.")
+    return seconds
 
 
 def _db_time(offset: float) -> Any:
@@ -67,7 +71,7 @@ def _schedule(options: StartOptions) -> tuple[Any, Any]:
     if isinstance(delay, datetime):  # StartOptions checked it is aware
         deadline = delay + timedelta(seconds=timeout) if timeout is not None else None
         return delay, deadline
-    seconds = _seconds(delay)
+    seconds = _seconds(delay, "delay")
     deadline = _db_time(seconds + timeout) if timeout is not None else None
     return _db_time(seconds), deadline
 
@@ -594,9 +598,7 @@ def prune(
     deleted too. With
     ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
     """
-    seconds = _seconds(older_than)
-    if seconds < 0:
-        raise ValueError("older_than= cannot be negative.")
+    seconds = _seconds(older_than, "older_than")
     if batch_size < 1:
         raise ValueError("batch_size= must be at least 1.")
     alias = _alias()

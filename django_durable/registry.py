@@ -51,6 +51,8 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
     if value is None:
         return None
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds != seconds:
+        raise ValueError(f"{what} must be a number of seconds, not NaN.")
     if seconds < 0:
         raise ValueError(f"{what} cannot be negative.")
     return seconds

@@ -174,6 +174,24 @@ def test_result_waits_and_times_out_with_a_clear_error():
     assert time.monotonic() - started >= 0.3
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), -1, dt.timedelta(seconds=-1)])
+def test_waits_refuse_a_negative_or_nan_timeout_instead_of_waiting_for_ever(timeout):
+    from django_durable import exchange
+
+    handle = wf.add.start(1, 2)
+    message = r"timeout= must be 0 or more seconds, or a timedelta, not "
+    waits = [
+        lambda: handle.result(timeout=timeout),
+        lambda: async_to_sync(handle.aresult)(timeout=timeout),
+        lambda: durable.get_value(handle.id, "k", timeout=timeout),
+        lambda: exchange.watch_value(handle.id, "k", timeout=timeout),
+        lambda: list(durable.read_stream(handle.id, "k", follow=True, timeout=timeout)),
+    ]
+    for wait in waits:
+        with pytest.raises(ValueError, match=message):
+            wait()
+
+
 def test_result_wakes_when_a_worker_in_another_thread_finishes():
     handle = wf.sleeper.start(0.2)
 

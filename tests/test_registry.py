@@ -79,9 +79,15 @@ def test_bad_names_are_refused(name):
         durable.workflow(name=name)(lambda ctx: None)
 
 
-def test_negative_timeouts_are_refused():
+def test_negative_or_nan_timeouts_are_refused():
     with pytest.raises(ValueError, match="cannot be negative"):
         durable.workflow(name="tests.neg", timeout=-1)(lambda ctx: None)
+    with pytest.raises(ValueError, match="A workflow timeout must be a number of seconds, not NaN"):
+        durable.workflow(name="tests.nan", timeout=float("nan"))(lambda ctx: None)
+    with pytest.raises(ValueError, match="batch_timeout must be a number of seconds, not NaN"):
+        durable.workflow(
+            name="tests.nan_batch", trigger_on_event="x", batch_size=2, batch_timeout=float("nan")
+        )(lambda ctx, payload: None)
 
 
 def test_step_decorator_keeps_options():

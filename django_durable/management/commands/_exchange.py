@@ -41,6 +41,18 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
 
 
+def option_error(exc: Exception, *options: str) -> CommandError:
+    """Return a ``CommandError`` of ``exc`` that names ``options`` as the command spells them.
+
+    The Python API names its parameters (``batch_size=``); the shell user typed
+    ``--batch-size``.
+    """
+    message = str(exc)
+    for option in options:
+        message = re.sub(rf"\b{option}=", f"--{option.replace('_', '-')}", message)
+    return CommandError(message)
+
+
 def json_argument(text: str, what: str) -> Any:
     """Return the JSON value of a command-line argument, or raise a ``CommandError``."""
     try:

@@ -24,6 +24,7 @@ from ._exchange import (
     get_run,
     indent,
     json_option,
+    option_error,
     parse_duration,
     table,
     when,
@@ -118,7 +119,10 @@ class Command(BaseCommand):
             "Default: DJANGO_DURABLE['RETENTION'].",
         )
         prune.add_argument(
-            "--status", nargs="+", action="extend", choices=sorted(durable.RunStatus.terminal())
+            "--status",
+            nargs="+",
+            action="extend",
+            choices=sorted(str(status) for status in durable.RunStatus.terminal()),
         )
         prune.add_argument("--batch-size", type=int, default=500, help="Runs per batch (500).")
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
@@ -231,8 +235,11 @@ class Command(BaseCommand):
         args = json_option(options["args_json"], list, "--args")
         kwargs = json_option(options["kwargs_json"], dict, "--kwargs")
         for option in ("delay", "wait"):
-            if (options[option] or 0) < 0:
+            value = options[option]
+            if value is not None and value < 0:
                 raise CommandError(f"--{option} cannot be negative.")
+            if value is not None and value != value:
+                raise CommandError(f"--{option} must be a number of seconds, not NaN.")
         try:
             handle = durable.start(
                 options["workflow"],
@@ -243,8 +250,8 @@ class Command(BaseCommand):
                 delay=options["delay"],
                 idempotency_key=options["idempotency_key"],
             )
-        except durable.DurableError as exc:
-            raise CommandError(str(exc)) from None
+        except (durable.DurableError, ValueError, TypeError) as exc:
+            raise option_error(exc, "queue", "priority", "delay", "idempotency_key") from None
         self.stdout.write(handle.id)
         if options["wait"] is None:
             return
@@ -303,7 +310,7 @@ class Command(BaseCommand):
                 dry_run=options["dry_run"],
             )
         except ValueError as exc:
-            raise CommandError(str(exc)) from None
+            raise option_error(exc, "older_than", "batch_size", "statuses") from None
         verb = "Would delete" if options["dry_run"] else "Deleted"
         age = display.format_duration(older_than.total_seconds())
         self.stdout.write(f"{verb} {count} finished run(s) older than {age}.")
