@@ -39,6 +39,11 @@ def _alias() -> str:
     return get_settings().DATABASE
 
 
+MAX_LIMIT = 1_000_000  # runs list_runs() returns at most
+MAX_BATCH = 100_000  # runs prune() deletes in one transaction at most
+LONGEST_AGE = 100 * 365 * 86400  # seconds: prune(older_than=) must be under it
+
+
 def _seconds(value: float | timedelta | None, what: str = "timeout") -> float:
     """Return ``value`` in seconds (0 for None); ``ValueError`` if negative or NaN."""
     if value is None:
@@ -341,6 +346,8 @@ def list_runs(
     **filters: Any,
 ) -> list[RunHandle]:
     """Return runs newest first, filtered by workflow name, status and model fields."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit= must be a whole number from 1 to {MAX_LIMIT}, not {limit!r}.")
     runs = Run.objects.using(_alias()).all()
     if workflow is not None:
         runs = runs.filter(workflow_name=workflow)
@@ -599,8 +606,10 @@ def prune(
     ``dry_run=True`` nothing is deleted. Return how many runs were (or would be) deleted.
     """
     seconds = _seconds(older_than, "older_than")
-    if batch_size < 1:
-        raise ValueError("batch_size= must be at least 1.")
+    if seconds >= LONGEST_AGE:
+        raise ValueError("older_than= must be under 100 years.")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise ValueError(f"batch_size= must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
     alias = _alias()
     finished = Run.objects.using(alias).filter(
         status__in=_prune_statuses(statuses), finished_at__lt=_db_time(-seconds)

@@ -231,6 +231,9 @@ def test_list_runs_newest_first_with_filters(run_all):
     run_all()
     assert [h.id for h in durable.list_runs(status="failed")] == [second.id]
     assert len(durable.list_runs(status=["completed", "failed"])) == 3
+    for limit in (0, -1, 1_000_001, 10**20, 1.5, True, "5"):
+        with pytest.raises(ValueError, match=r"limit= must be a whole number from 1 to 1000000"):
+            durable.list_runs(limit=limit)  # type: ignore[arg-type]
 
 
 def test_owner_is_recorded():

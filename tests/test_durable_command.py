@@ -167,8 +167,9 @@ def test_a_malformed_or_unknown_run_id_is_a_clear_error(action):
 def test_runs_list_rejects_a_bad_status_or_limit():
     with pytest.raises(CommandError, match="invalid choice: 'done'"):
         durable_cmd("runs", "list", "--status", "done")
-    with pytest.raises(CommandError, match="--limit must be at least 1"):
-        durable_cmd("runs", "list", "--limit", "0")
+    for limit in ("0", "-1", "1000001", "99999999999999999999"):
+        with pytest.raises(CommandError, match=r"^--limit must be a whole number from 1 to"):
+            durable_cmd("runs", "list", "--limit", limit)
 
 
 # --- start ----------------------------------------------------------------------------
@@ -422,8 +423,9 @@ def test_events_json(emitted):
 
 
 def test_events_refuses_a_bad_limit():
-    with pytest.raises(CommandError, match="--limit must be at least 1"):
-        durable_cmd("events", "--limit", "0")
+    for limit in ("0", "1000001", "99999999999999999999"):
+        with pytest.raises(CommandError, match=r"^--limit must be from 1 to 1000000"):
+            durable_cmd("events", "--limit", limit)
 
 
 # --- runs values / runs stream -------------------------------------------------------------
@@ -511,8 +513,9 @@ def test_runs_stream_follow_gives_up_after_its_timeout_and_says_where_to_go_on(w
         )
     with pytest.raises(CommandError, match="--timeout only applies with --follow"):
         durable_cmd("runs", "stream", handle.id, "out", "--timeout", "5")
-    with pytest.raises(CommandError, match="Invalid duration"):
-        durable_cmd("runs", "stream", handle.id, "out", "--follow", "--timeout", "soon")
+    for bad in ("soon", "9" * 400):
+        with pytest.raises(CommandError, match="Invalid duration"):
+            durable_cmd("runs", "stream", handle.id, "out", "--follow", "--timeout", bad)
     durable.send(handle.id, "done", topic="go")
     run_all()  # the run ends: following returns, whatever the timeout
     assert (
@@ -656,8 +659,13 @@ def test_prune_refuses_unfinished_statuses_and_bad_batches():
     choices = r"\(choose from 'cancelled', 'completed', 'failed'\)"
     with pytest.raises(CommandError, match=f"invalid choice: 'running' {choices}"):
         durable_cmd("prune", "--older-than", "1d", "--status", "running")
-    with pytest.raises(CommandError, match=r"^--batch-size must be at least 1"):
-        durable_cmd("prune", "--older-than", "1d", "--batch-size", "0")
+    for size in ("0", "100001", "99999999999999999999"):
+        with pytest.raises(CommandError, match=r"^--batch-size must be from 1 to 100000"):
+            durable_cmd("prune", "--older-than", "1d", "--batch-size", size)
+    with pytest.raises(CommandError, match=r"^--older-than must be under 100 years"):
+        durable_cmd("prune", "--older-than", "99999999d")
+    with pytest.raises(CommandError, match=r"Invalid duration '9{400}': too long"):
+        durable_cmd("prune", "--older-than", "9" * 400)
 
 
 def test_parse_duration():

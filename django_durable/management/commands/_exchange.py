@@ -20,6 +20,7 @@ from django.utils import timezone
 
 import django_durable as durable
 from django_durable import display, exchange
+from django_durable.client import MAX_LIMIT
 from django_durable.conf import get_settings
 from django_durable.models import Event, Run
 
@@ -38,7 +39,10 @@ def parse_duration(text: str) -> timedelta:
             f"Invalid duration {text!r}: give seconds, or a number followed by s, m, h or d "
             "(90s, 15m, 12h, 7d)."
         )
-    return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    try:
+        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
+    except OverflowError:
+        raise CommandError(f"Invalid duration {text!r}: too long.") from None
 
 
 def option_error(exc: Exception, *options: str) -> CommandError:
@@ -168,7 +172,6 @@ def add_parsers(command: BaseCommand, groups: Any, runs: Any) -> None:
     )
     stream_parser.add_argument(
         "--timeout",
-        type=parse_duration,
         metavar="DURATION",
         help="With --follow: give up after DURATION (90s, 15m...) and exit with status 1.",
     )
@@ -231,7 +234,7 @@ def stream(out: OutputWrapper, options: dict[str, Any]) -> None:
     """Print the items of a run's stream; with --follow, until it closes or the run ends."""
     if options["offset"] < 0:
         raise CommandError("--offset cannot be negative.")
-    timeout = options["timeout"]
+    timeout = None if options["timeout"] is None else parse_duration(options["timeout"])
     if timeout is not None and not options["follow"]:
         raise CommandError("--timeout only applies with --follow.")
     run = get_run(options["run_id"])
@@ -264,8 +267,8 @@ def stream(out: OutputWrapper, options: dict[str, Any]) -> None:
 
 def events(out: OutputWrapper, options: dict[str, Any]) -> None:
     """List events, newest first (read from the table: the client has no listing)."""
-    if options["limit"] < 1:
-        raise CommandError("--limit must be at least 1.")
+    if not 1 <= options["limit"] <= MAX_LIMIT:
+        raise CommandError(f"--limit must be from 1 to {MAX_LIMIT}.")
     found = Event.objects.using(get_settings().DATABASE).order_by("-id")
     name = options["name"]
     if name is not None and name.endswith("*"):

@@ -141,11 +141,12 @@ class Command(BaseCommand):
 
     def runs_list(self, options: dict[str, Any]) -> None:
         """List runs, newest first."""
-        if options["limit"] < 1:
-            raise CommandError("--limit must be at least 1.")
-        handles = durable.list_runs(
-            workflow=options["workflow"], status=options["status"], limit=options["limit"]
-        )
+        try:
+            handles = durable.list_runs(
+                workflow=options["workflow"], status=options["status"], limit=options["limit"]
+            )
+        except ValueError as exc:
+            raise option_error(exc, "limit") from None
         runs = [handle.model for handle in handles]
         if options["json"]:
             self.stdout.write(dumps([_fields(run, RUN_FIELDS) for run in runs]))
