@@ -306,6 +306,9 @@ def test_value_long_poll_times_out_with_the_current_value(client, worker, settin
     assert time.monotonic() - started < 5
     assert same.json()["version"] == current["version"]
     assert client.get(f"{BASE}/runs/{run_id}/values/progress/?timeout=abc").status_code == 400
+    for bad, detail in [("nan", "not NaN"), ("-1", "cannot be negative")]:
+        response = client.get(f"{BASE}/runs/{run_id}/values/progress/?timeout={bad}")
+        assert response.status_code == 400 and detail in response.json()["detail"]
     assert client.get(f"{BASE}/runs/{run_id}/values/never/?timeout=0.2").status_code == 404
 
 

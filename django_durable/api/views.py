@@ -146,7 +146,9 @@ class DurableView(APIView):
             value = float(raw)
         except ValueError:
             raise ParseError(f"{name} must be a number of seconds.") from None
-        if not value >= 0:
+        if value != value:
+            raise ParseError(f"{name} must be a number of seconds, not NaN.")
+        if value < 0:
             raise ParseError(f"{name} cannot be negative.")
         return min(value, maximum)
 
