@@ -198,10 +198,9 @@ async def astart(
 
 def _get(run_id: str | uuid.UUID) -> Run:
     try:
-        pk = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
-        return Run.objects.using(_alias()).get(pk=pk)
-    except (ValueError, Run.DoesNotExist):
-        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
+        return Run.objects.using(_alias()).get(pk=_uuid(run_id))
+    except Run.DoesNotExist:
+        raise RunNotFound.of(run_id) from None
 
 
 def cancel(run_id: str | uuid.UUID, reason: str = "") -> bool:
@@ -214,7 +213,7 @@ def cancel(run_id: str | uuid.UUID, reason: str = "") -> bool:
     run = _uuid(run_id)
     changed = db_tree.cancel_tree(run, reason or "cancelled", alias=_alias())
     if changed is None:
-        raise RunNotFound(f"No run has the id {str(run_id)!r}.")
+        raise RunNotFound.of(run_id)
     return changed > 0
 
 
@@ -235,7 +234,7 @@ def retry(run_id: str | uuid.UUID) -> RunHandle:
     with transaction.atomic(using=alias):
         run = _locked(Run.objects.using(alias).filter(pk=_uuid(run_id))).first()
         if run is None:
-            raise RunNotFound(f"No run has the id {str(run_id)!r}.")
+            raise RunNotFound.of(run_id)
         if run.status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             raise RunNotRetryable(
                 f"Run {run.pk} is {run.status}: only failed or cancelled runs can be retried."
@@ -298,7 +297,7 @@ def _uuid(run_id: str | uuid.UUID) -> uuid.UUID:
     try:
         return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
     except ValueError:
-        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
+        raise RunNotFound.of(run_id) from None
 
 
 def _finished(run_id: uuid.UUID) -> Run | None:
@@ -323,7 +322,7 @@ class _FinishedCheck:
             self.first = False
             status = db.run_status(self.run_id, alias=_alias())
             if status is None:
-                raise RunNotFound(f"No run has the id {str(self.run_id)!r}.")
+                raise RunNotFound.of(self.run_id)
             if status not in RunStatus.terminal():
                 return None
         return _finished(self.run_id)

@@ -20,6 +20,11 @@ class WorkflowNotFound(DurableError, LookupError):
 class RunNotFound(DurableError, LookupError):
     """No run has that id."""
 
+    @classmethod
+    def of(cls, run_id: object) -> RunNotFound:
+        """Return the error for ``run_id``, worded the same wherever a run is looked up."""
+        return cls(f"No run has the id {str(run_id)!r}.")
+
 
 class RunNotRetryable(DurableError):
     """Only a failed or cancelled run can be retried."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from django.db import connections
 from django.db.models import Max
 
 from . import db, db_channels, serialization
-from .client import _alias, _get, _seconds
+from .client import _alias, _get, _seconds, _uuid
 from .exceptions import RunNotFound
 from .models import Run, RunStatus, RunValue, StreamItem
 from .notify import AsyncWaiter, Waiter, await_until, wait_until
@@ -99,18 +98,11 @@ def send(
         _text(idempotency_key, "idempotency_key=")
     text = serialization.dumps(message, what="The message")
     message_id = db_channels.insert_message(
-        _run_uuid(run_id), name, text, idempotency_key=idempotency_key, alias=_alias()
+        _uuid(run_id), name, text, idempotency_key=idempotency_key, alias=_alias()
     )
     if message_id is None:
-        raise RunNotFound(f"No run has the id {str(run_id)!r}.")
+        raise RunNotFound.of(run_id)
     return message_id
-
-
-def _run_uuid(run_id: Any) -> uuid.UUID:
-    try:
-        return run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
-    except ValueError:
-        raise RunNotFound(f"No run has the id {str(run_id)!r}.") from None
 
 
 async def asend(
