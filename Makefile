@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs chaos bench bench-smoke clean
+.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs package chaos bench bench-smoke bench-admin screenshots clean
 
 help:
 	@echo "make demo   - set up .venv, migrate the SQLite example, run a workflow through a worker crash"
@@ -16,10 +16,15 @@ help:
 	@echo "make chaos  - the long reliability tier on PostgreSQL (kill -9 chaos at scale, soak)"
 	@echo "make bench  - django-durable and its peers side by side on PostgreSQL (bench/results/)"
 	@echo "make bench-smoke - the benchmark harness once, tiny sizes (its figures mean nothing)"
+	@echo "make screenshots - retake the operator's guide's admin pictures (docs/img/admin/)"
+	@echo "make bench-admin - the admin dashboard with 1,000,000 runs on PostgreSQL (bench/results/dashboard.md)"
+	@echo "make package - build the sdist and the wheel into dist/ and check them with twine"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# The distribution was called django-durable before 0.1.0 (a name PyPI gives another project).
+	$(BIN)/pip uninstall --quiet --yes django-durable 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
@@ -32,6 +37,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 
 typecheck: venv
 	$(BIN)/mypy django_durable
@@ -74,10 +80,38 @@ test-pg-restart: venv
 		echo ""; \
 	else exit $$rc; fi
 
-docs: venv
+# The diagrams' renderer, pinned and checked: mkdocs-material would load it from a CDN.
+MERMAID_VERSION := 11.4.1
+MERMAID_SHA256 := a43bc1afd446f9c4cc66ac5dd45d02e8d65e26fc5344ec0ef787f88d6ddb6f9e
+MERMAID_JS := docs/javascripts/mermaid.min.js
+
+$(MERMAID_JS):
+	@mkdir -p build/mermaid $(dir $@)
+	cd build/mermaid && npm pack --silent mermaid@$(MERMAID_VERSION) > /dev/null \
+		&& tar xzf mermaid-$(MERMAID_VERSION).tgz package/dist/mermaid.min.js
+	echo "$(MERMAID_SHA256)  build/mermaid/package/dist/mermaid.min.js" | sha256sum -c --quiet
+	cp build/mermaid/package/dist/mermaid.min.js $@
+
+docs: venv $(MERMAID_JS)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint typecheck checks test-sqlite test-postgres test-pg-restart docs
+
+# What a release uploads: the sdist and the wheel, checked as PyPI will read them. The test
+# suite builds its own in a temporary folder (tests/packaging) and installs the wheel.
+package: venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The operator's guide's pictures (docs/img/admin/), taken by the admin's browser test on
+# SQLite in a 1440x900 window; needs Chromium (apt-get install chromium).
+ADMIN_SHOTS := 1-runs-list 2-run-waiting 3-run-completed 4-run-failed 5-dashboard
+screenshots: venv
+	DURABLE_REQUIRE_BROWSER=1 $(BIN)/pytest -q -p no:randomly tests/test_admin_pages.py
+	@for name in $(ADMIN_SHOTS); do \
+		cp build/screenshots/admin-sqlite-$$name-window.png docs/img/admin/$$name.png; done
+	@echo "docs/img/admin/ updated: $(ADMIN_SHOTS)"
 
 # The long reliability tier (minutes): kill -9 chaos at scale, soak. PostgreSQL only.
 # On a throwaway cluster when the machine can make one (the restart tests need it).
@@ -101,5 +135,10 @@ bench: $(BENCH_STAMP)
 bench-smoke: $(BENCH_STAMP)
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
+# The admin dashboard's page with 1,000,000 runs, in a database of its own (dropped after);
+# BENCH_ARGS=--quick for 20,000 runs. Needs only the project's own requirements.
+bench-admin: venv
+	$(PY) -m bench.dashboard --dsn postgresql://postgres@127.0.0.1:5432/durable_bench_dashboard $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build site .pytest_cache .mypy_cache .ruff_cache example_project/db.sqlite3
+	rm -rf $(VENV) build dist site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache example_project/db.sqlite3

@@ -125,6 +125,12 @@ CONTENDERS = (
         module="bench.systems.django_tasks",
         cases=(("W2", 4),),
     ),
+    Contender(
+        key="django-tasks-durable",
+        label="django-tasks on django-durable",
+        module="bench.systems.django_tasks_durable",
+        cases=(("W2", 4),),
+    ),
 )
 
 

@@ -12,7 +12,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
-    "django-durable",
+    "django-durable-workflows",  # the distribution; django_durable in Python
     "Django",
     "psycopg",
     "dbos",

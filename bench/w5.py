@@ -208,7 +208,7 @@ def enqueue(workflow: str, n: int, kwargs: dict[str, Any]) -> float:
 
 def maintenance_ms(repeat: int = 5) -> float:
     """Return the median time of one worker maintenance round, run in this process."""
-    from django_durable.worker import Worker
+    from django_durable import Worker
 
     worker = Worker(concurrency=1)
     samples = []
@@ -255,16 +255,16 @@ def suspend_and_idle(
 
 
 class StatementLog:
-    """Count and time the library's statements in ``db_channels`` (the emitter's side)."""
+    """Count and time the library's statements in ``store.channels`` (the emitter's side)."""
 
     def __init__(self) -> None:
         self.entries: list[dict[str, Any]] = []
 
     def __enter__(self) -> StatementLog:
-        from django_durable import db_channels
+        from django_durable.store import channels
 
-        self.module = db_channels
-        self.original = db_channels.execute
+        self.module = channels
+        self.original = channels.execute
 
         def timed(d: Any, query: str, params: dict[str, Any]) -> Any:
             started = time.perf_counter()
@@ -278,7 +278,7 @@ class StatementLog:
             )
             return result
 
-        db_channels.execute = timed
+        channels.execute = timed
         return self
 
     def __exit__(self, *exc: object) -> None:

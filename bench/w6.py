@@ -5,7 +5,7 @@ step each bulk-loaded (``INSERT ... SELECT generate_series``, the real schema, t
 ``VACUUM ANALYZE``), then the empty table again (``TRUNCATE``) so that the machine's
 drift shows. In each phase:
 
-- ``claim``: ``db.claim_runs()`` called in this process on one freshly started pending
+- ``claim``: ``store.claims.claim_runs()`` called in this process on one freshly started pending
   run, ``--claims`` times (median, p95); and on no pending run (a worker's idle poll);
 - ``end_to_end``: ``durable.start()`` with a ``run_workflow_worker --concurrency 4``
   process listening; ``started_at - created_at`` as the database stored them, and from
@@ -136,10 +136,11 @@ def stats(samples: list[float]) -> dict[str, float]:
 def raw_claims(count: int, warmup: int = 5) -> dict[str, Any]:
     """Time ``claim_runs`` on one pending run, and on none, in this process."""
     import django_durable as durable
-    from django_durable import db
+    from django_durable.store.claims import claim_runs
+    from django_durable.store.records import Claim
 
-    def claim() -> list[db.Claim]:
-        return db.claim_runs(worker_id=WORKER_ID, queues=["default"], limit=1, lease_seconds=30)
+    def claim() -> list[Claim]:
+        return claim_runs(worker_id=WORKER_ID, queues=["default"], limit=1, lease_seconds=30)
 
     one, none, starts = [], [], []
     for index in range(count + warmup):
@@ -164,21 +165,23 @@ def raw_claims(count: int, warmup: int = 5) -> dict[str, Any]:
 def claim_statement() -> tuple[str, dict[str, Any]]:
     """Return the SQL and parameters ``claim_runs`` executes (on one pending run)."""
     import django_durable as durable
-    from django_durable import db
+    from django_durable.store import claims
 
     captured: list[tuple[str, dict[str, Any]]] = []
-    original = db.execute
+    original = claims.execute
 
     def capture(d: Any, query: str, params: dict[str, Any]) -> Any:
         captured.append((query, dict(params)))
         return original(d, query, params)
 
     durable.start("bench.one_step")
-    db.execute = capture
+    claims.execute = capture  # type: ignore[assignment]
     try:
-        [claim] = db.claim_runs(worker_id=WORKER_ID, queues=["default"], limit=1, lease_seconds=30)
+        [claim] = claims.claim_runs(
+            worker_id=WORKER_ID, queues=["default"], limit=1, lease_seconds=30
+        )
     finally:
-        db.execute = original
+        claims.execute = original  # type: ignore[assignment]
     finish(claim.run_id)
     return captured[0]
 

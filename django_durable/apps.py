@@ -1,4 +1,10 @@
-"""The Django app: registers workflows from every installed app's ``workflows`` module."""
+"""The Django app: finds the workflows, registers the checks, and joins the layers.
+
+``ready()`` is the top of the package: it imports the workflows module of every installed
+app (and its tasks module, when ``TASKS`` names a DurableBackend), and plugs the client's
+start functions into the declarations, so that ``fulfill.start(...)`` works without the
+declarations importing the client.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,15 @@ class DurableConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
-        from .registry import autodiscover
+        """Register the system checks, install the client's starters, find workflows and tasks."""
+        # Imported here, not at the top: they need the models, which load after this module.
+        from .api import checks as api_checks  # noqa: F401  (registers the API's checks)
+        from .client.starting import astart_run, start_run
+        from .declarations import starting
+        from .declarations.registry import autodiscover
+        from .store import checks  # noqa: F401  (registers the system checks)
+        from .tasks import discovery
 
+        starting.install(start_run, astart_run)
         autodiscover()
+        discovery.autodiscover()

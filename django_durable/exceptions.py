@@ -25,9 +25,47 @@ class RunNotFound(DurableError, LookupError):
         """Return the error for ``run_id``, worded the same wherever a run is looked up."""
         return cls(f"No run has the id {str(run_id)!r}.")
 
+    @classmethod
+    def of_key(cls, key: str) -> RunNotFound:
+        """Return the error for a run looked up by its idempotency key."""
+        return cls(f"No run was started with the idempotency key {key!r}.")
+
 
 class RunNotRetryable(DurableError):
     """Only a failed or cancelled run can be retried."""
+
+
+class RunNotForkable(DurableError):
+    """The run cannot be forked from that step.
+
+    ``reason`` says why: ``"unfinished"`` (the run is still pending, running or waiting: only
+    a completed, failed or cancelled run can be forked) or ``"from_step"`` (the operations
+    before that step cannot all be copied: there are fewer, or one of them has not finished).
+    """
+
+    def __init__(self, message: str | None = None, *, reason: str = "from_step") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TokenRefused(DurableError):
+    """The run access token does not allow this.
+
+    ``reason`` says why: ``"invalid"`` (no such token), ``"expired"``, ``"revoked"`` or
+    ``"not_granted"`` (it does not carry the ability asked for).
+    """
+
+    def __init__(self, message: str | None = None, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RunFinished(DurableError):
+    """The run has finished: a message sent to it would never be taken, so none is stored."""
+
+
+class NothingToWake(DurableError):
+    """The run is not waiting for a time: it is not waiting, or waits with no time limit."""
 
 
 class SerializationError(DurableError, TypeError):
@@ -125,6 +163,42 @@ class WorkflowTimedOut(DurableError, TimeoutError):
     """The run passed the deadline set by its workflow's ``timeout``."""
 
 
+class CallbackNotFound(DurableError, LookupError):
+    """No callback has that id."""
+
+    @classmethod
+    def of(cls, callback_id: object) -> CallbackNotFound:
+        """Return the error for ``callback_id``, worded the same wherever one is looked up."""
+        return cls(f"No callback has the id {str(callback_id)!r}.")
+
+
+class CallbackClosed(DurableError):
+    """The callback cannot be completed or failed any more: it is settled once.
+
+    ``reason`` says why: ``"completed"`` or ``"failed"`` (it was settled before),
+    ``"expired"`` (its timeout passed) or ``"run_finished"`` (its run ended without it).
+    """
+
+    def __init__(self, message: str | None = None, *, reason: str = "completed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class CallbackFailed(DurableError):
+    """The outside system failed the callback; ``details`` is what it sent with the error."""
+
+    def __init__(
+        self, message: str | None = None, *, callback_id: str = "", details: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.callback_id = callback_id
+        self.details = details
+
+
+class CallbackTimeout(DurableError, TimeoutError):
+    """The callback was not completed before its timeout."""
+
+
 class AbandonRun(BaseException):
     """This worker cannot go on with the run (its database write failed); it gives it up.
 
@@ -151,8 +225,10 @@ class SuspendRun(BaseException):
     ``wake_at`` is when the run becomes runnable again (``None``: only when woken);
     ``release`` hands the run straight back to the queue (worker shutting down).
     ``wake_on`` names what wakes it sooner (``e:`` event, ``m:`` message, ``c:`` child
-    run); ``floor`` is the newest id of that kind it has already seen; ``shielded`` waits
-    inside ``ctx.shield()``, where a cancellation does not wake it.
+    run, ``cb:`` callback); ``floor`` is the newest id of that kind it has already seen;
+    ``shielded`` waits inside ``ctx.shield()``, where a cancellation does not wake it.
+    ``keys`` are the ``(wake_on, floor)`` pairs of a wait for the first of several things
+    (``ctx.first_of``), whose ``wake_on`` is then ``f:any``.
     """
 
     def __init__(
@@ -164,6 +240,7 @@ class SuspendRun(BaseException):
         wake_on: str | None = None,
         floor: int = 0,
         shielded: bool = False,
+        keys: tuple[tuple[str, int], ...] = (),
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -175,6 +252,7 @@ class SuspendRun(BaseException):
         # events, only an emission newer than ``floor`` (an event id) counts.
         self.wake_on = wake_on
         self.floor = floor
+        self.keys = keys
 
 
 class Cancelled(BaseException):

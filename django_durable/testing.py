@@ -15,25 +15,34 @@ children and event triggers all happen for real. So the test's database must let
 happen: pytest-django's ``transaction=True``, or Django's ``TransactionTestCase``. Inside a
 test wrapped in one transaction (plain ``django_db``, ``TestCase``) these helpers say so
 instead of failing deep in the worker.
+
+Timers need not take real time: inside ``with time_machine():``, ``skip(timedelta(days=3))``
+moves django-durable's clock forward, and a run sleeping three days is due at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 
 from django.db import transaction
 
-from .client import RunHandle, _get
-from .conf import get_settings
+from .client.handle import RunHandle
+from .client.lookup import get_row
+from .core import clock
+from .core.conf import get_settings
+from .core.durations import CENTURY, to_seconds
 from .exceptions import DurableError
 from .models import Run
-from .worker import Worker
+from .worker.worker import Worker
 
-__all__ = ["run_ready", "run_until_finished"]
+__all__ = ["TimeMachine", "run_all", "run_ready", "run_until_finished", "skip", "time_machine"]
 
 _IDLE_PAUSE = 0.02  # seconds between rounds while nothing is ready (a timer, a backoff)
+_LISTED = 20  # unfinished runs a TimeoutError of run_all() names at most
 
 
 def run_until_finished(
@@ -43,14 +52,14 @@ def run_until_finished(
 
     Every ready run is executed, not only these: their children, the runs their events
     trigger, others they wait for. While none is ready (a sleep, a retry's backoff) it
-    pauses a little, in real time. A run waiting for an event or a message waits until
-    the test sends it, so send it first (or from another thread). Raises ``TimeoutError``,
-    saying what each unfinished run waits for, if they are not all finished after
-    ``timeout`` seconds.
+    pauses a little, in real time (``skip()`` the test clock instead of waiting). A run
+    waiting for an event or a message waits until the test sends it, so send it first (or
+    from another thread). Raises ``TimeoutError``, saying what each unfinished run waits
+    for, if they are not all finished after ``timeout`` seconds.
     """
     if not runs:
         raise TypeError("run_until_finished() needs at least one run (a RunHandle or an id).")
-    handles = [run if isinstance(run, RunHandle) else RunHandle(_get(run)) for run in runs]
+    handles = [run if isinstance(run, RunHandle) else RunHandle(get_row(run)) for run in runs]
     _check_commits_happen()
     deadline = time.monotonic() + timeout
     while True:
@@ -67,8 +76,8 @@ def run_ready(*, timeout: float = 30.0) -> int:
     """Execute runs here until none is ready now; return how many executions there were.
 
     A run that sleeps, backs off or waits for an event or a message stays waiting: this
-    does not wait for time to pass. Raises ``TimeoutError`` if runs are still ready after
-    ``timeout`` seconds (a workflow that starts runs without end).
+    does not wait for time to pass (``skip()`` makes it pass). Raises ``TimeoutError`` if
+    runs are still ready after ``timeout`` seconds (a workflow that starts runs without end).
     """
     _check_commits_happen()
     deadline = time.monotonic() + timeout
@@ -78,6 +87,36 @@ def run_ready(*, timeout: float = 30.0) -> int:
         if time.monotonic() > deadline:
             raise TimeoutError(f"Runs were still ready after {timeout} seconds.")
     return executed
+
+
+def run_all(*, timeout: float = 30.0) -> int:
+    """Execute runs here until no run is unfinished; return how many executions there were.
+
+    :func:`run_until_finished` for every run there is, including those the runs start on
+    the way (children, triggered runs). A run waiting for an event or a message that
+    nobody sends keeps it going until ``timeout``: then ``TimeoutError`` lists each
+    unfinished run and what it waits for.
+    """
+    _check_commits_happen()
+    deadline = time.monotonic() + timeout
+    executed = 0
+    while True:
+        count = _round()
+        executed += count
+        if count == 0:
+            unfinished = _unfinished()
+            if not unfinished:
+                return executed
+            if time.monotonic() > deadline:
+                raise TimeoutError(_still_going(unfinished, timeout))
+            time.sleep(_IDLE_PAUSE)
+        elif time.monotonic() > deadline:
+            raise TimeoutError(_still_going(_unfinished(), timeout))
+
+
+def _unfinished() -> list[RunHandle]:
+    runs = Run.objects.using(get_settings().DATABASE).active().order_by("created_at", "id")
+    return [RunHandle(run) for run in runs[:_LISTED]]
 
 
 def _round() -> int:
@@ -106,3 +145,62 @@ def _still_going(handles: Iterable[RunHandle], timeout: float) -> str:
         waiting = f", waiting for {run.waiting_for}" if run.waiting_for else ""
         lines.append(f"- {run.id} ({run.workflow_name}): {run.status}{waiting}")
     return "\n".join(lines)
+
+
+class TimeMachine:
+    """The test clock of a :func:`time_machine` block: :meth:`skip` moves it forward."""
+
+    def skip(self, duration: float | timedelta) -> datetime:
+        """Move the clock forward by ``duration`` (seconds or a timedelta); return the new time.
+
+        Runs whose timers, timeouts or batch timeouts come within it are due at the next
+        worker round (``run_until_finished``, ``run_ready``, ``Worker.run_once``).
+        """
+        if _active is not self:
+            raise DurableError("This time_machine() block has ended: its clock cannot move.")
+        seconds = to_seconds(duration, "skip()")
+        to_seconds(clock.skipped() + seconds, "The time skipped in all", limit=CENTURY)
+        clock.set_skipped(clock.skipped() + seconds)
+        return clock.now()
+
+    @property
+    def skipped(self) -> timedelta:
+        """Return how far the clock was moved forward in all."""
+        return timedelta(seconds=clock.skipped()) if _active is self else timedelta(0)
+
+    def now(self) -> datetime:
+        """Return the time on this clock: the real time plus what was skipped."""
+        return clock.now()
+
+
+_active: TimeMachine | None = None
+
+
+@contextlib.contextmanager
+def time_machine() -> Iterator[TimeMachine]:
+    """Let this block move django-durable's clock forward with ``skip()``; real time after it.
+
+    The clock is the process's: the database's ``now()`` in django-durable's SQL, the
+    in-process worker's timers and ``ctx.now()`` all follow it. Worker processes started
+    apart (``run_workflow_worker``) keep the real time. Also a decorator:
+    ``@time_machine()``.
+    """
+    global _active
+    if _active is not None:
+        raise DurableError("A time_machine() block is active already: skip() inside it.")
+    machine = _active = TimeMachine()
+    try:
+        yield machine
+    finally:
+        _active = None
+        clock.set_skipped(0.0)
+
+
+def skip(duration: float | timedelta) -> datetime:
+    """Move the clock of the current :func:`time_machine` block forward; return the new time."""
+    if _active is None:
+        raise DurableError(
+            "skip() moves the clock of a time_machine() block, and none is active: "
+            "wrap the test in `with time_machine():` (or decorate it with @time_machine())."
+        )
+    return _active.skip(duration)

@@ -25,7 +25,14 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_durable",
+    "example_project.demos",
     "example_project.shop",
+    # One app per seed document the product was derived from (../shared/seeds/).
+    "example_project.absurd_events",
+    "example_project.polos_events",
+    "example_project.dbos_communication",
+    "example_project.edda_events",
+    "example_project.pyworkflow_examples",
 ]
 
 MIDDLEWARE = [
@@ -57,7 +64,7 @@ TEMPLATES = [
 ]
 
 
-def postgres_from_url(url: str) -> dict[str, Any]:
+def postgres_from_url(url: str, *, conn_max_age: int = 60) -> dict[str, Any]:
     """Return a PostgreSQL ``DATABASES`` entry for ``postgres://user:pass@host:port/name``.
 
     Query parameters (``?sslmode=require``) become connection options.
@@ -74,7 +81,7 @@ def postgres_from_url(url: str) -> dict[str, Any]:
         "PORT": str(parts.port or ""),
         "OPTIONS": dict(parse_qsl(parts.query)),
         # Workers keep their connection between polls; health checks drop dead ones.
-        "CONN_MAX_AGE": 60,
+        "CONN_MAX_AGE": conn_max_age,
         "CONN_HEALTH_CHECKS": True,
     }
 
@@ -95,8 +102,18 @@ def sqlite_at(path: str) -> dict[str, Any]:
     }
 
 
+# Set by asgi.py. Under ASGI each request does its database work in a thread of its own,
+# which ends with the request: a connection kept for reuse (CONN_MAX_AGE > 0) would stay
+# open, unused, until the garbage collector happened to close it. So the web server closes
+# its connections after each request, as Django advises for ASGI; workers keep theirs.
+SERVING_ASGI = os.environ.get("DURABLE_EXAMPLE_SERVER") == "asgi"
+
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": postgres_from_url(os.environ["DATABASE_URL"])}
+    DATABASES = {
+        "default": postgres_from_url(
+            os.environ["DATABASE_URL"], conn_max_age=0 if SERVING_ASGI else 60
+        )
+    }
 else:
     default_sqlite = str(BASE_DIR / "example_project" / "db.sqlite3")
     DATABASES = {"default": sqlite_at(os.environ.get("DURABLE_EXAMPLE_SQLITE", default_sqlite))}
@@ -109,6 +126,21 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+
+# The API's writes are throttled per user (per address for anonymous callers and pages with
+# a run's access token): starting runs, messages to runs, events, and signed webhooks.
+REST_FRAMEWORK = {
+    "DEFAULT_THROTTLE_RATES": {
+        "durable_start": "30/min",
+        "durable_send": "60/min",
+        "durable_emit": "60/min",
+        "durable_webhook": "600/min",
+    }
+}
+
+# The scenarios' timers run this many times faster than real time: a day takes 2 seconds
+# (example_project/demos/timing.py). DURABLE_EXAMPLE_TIME_SCALE=1 runs them in real time.
+EXAMPLE_TIME_SCALE = float(os.environ.get("DURABLE_EXAMPLE_TIME_SCALE", 1 / 43_200))
 
 DJANGO_DURABLE = {
     # Workers look for due runs this often; short, so that the demo moves briskly.

@@ -1,4 +1,7 @@
-"""Fixtures: an in-process worker, real worker processes, and waiting helpers."""
+"""Fixtures: an in-process worker, real worker processes, and waiting helpers.
+
+Runs are driven to their end with the public helpers of ``django_durable.testing``.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_durable.models import Run
-from django_durable.worker import Worker
+from django_durable import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_POSTGRES = os.environ.get("DURABLE_TEST_DB", "sqlite") == "postgres"
@@ -29,7 +31,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 def _stop_listeners(django_db_setup: Any) -> Iterator[None]:
     # LISTEN connections must be closed before the test database is dropped.
     yield
-    from django_durable.notify import stop_listeners
+    from django_durable.store.notify import stop_listeners
 
     stop_listeners()
 
@@ -46,27 +48,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, message: str =
         time.sleep(0.05)
 
 
-def drain(worker: Worker, timeout: float = 15.0) -> None:
-    """Run ``worker`` in this thread until no run is active."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.run_once() == 0:
-            if not Run.objects.active().exists():
-                return
-            time.sleep(0.02)
-    active = list(Run.objects.active().values_list("workflow_name", "status", "waiting_for"))
-    raise AssertionError(f"Runs still active after {timeout}s: {active}")
-
-
 @pytest.fixture
 def worker() -> Worker:
     return Worker(concurrency=4)
-
-
-@pytest.fixture
-def run_all(worker: Worker) -> Callable[..., None]:
-    """Execute every run to the end in this thread."""
-    return lambda timeout=15.0: drain(worker, timeout)
 
 
 class WorkerProcesses:

@@ -16,6 +16,8 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 ROOT_URLCONF = "tests.urls"
+# Live servers the tests start (uvicorn, runserver) answer these names.
+ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if BACKEND == "postgres":
@@ -27,7 +29,8 @@ if BACKEND == "postgres":
             "PASSWORD": os.environ.get("PGPASSWORD", ""),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "CONN_MAX_AGE": 60,
+            # Servers started from tests/asgi.py get 0, as a project served by ASGI should.
+            "CONN_MAX_AGE": int(os.environ.get("DURABLE_TEST_CONN_MAX_AGE", "60")),
             "CONN_HEALTH_CHECKS": True,
             # Per process, so that several test runs can share one server.
             "TEST": {"NAME": f"test_durable_{os.getpid()}"},
@@ -93,10 +96,33 @@ DJANGO_DURABLE = {
     # A test overrides it in one worker to lose every notification on purpose.
     "NOTIFY_CHANNEL": os.environ.get("DURABLE_TEST_NOTIFY_CHANNEL", "django_durable"),
     "QUEUES": {"single": {"concurrency": 1}, "rated": {"rate_limit": "2/s"}},
+    # tests/api/test_webhooks.py: one secret, and two (a rotation in progress).
+    "WEBHOOKS": {
+        "shop": {"secret": "whsec_dGVzdHMtb25seS13ZWJob29rLXNlY3JldC1vbmU=", "event": "shop/order"},
+        "rotating": {
+            "secret": [
+                "whsec_dGVzdHMtb25seS13ZWJob29rLXNlY3JldC1vbGQ=",
+                "whsec_dGVzdHMtb25seS13ZWJob29rLXNlY3JldC1uZXc=",
+            ],
+            "event": "shop/rotated",
+        },
+    },
 }
 # Worker subprocesses of the reliability tests get settings of their own through the
 # environment, e.g. DURABLE_TEST_SETTINGS='{"MAX_RECOVERIES": 2}'.
 DJANGO_DURABLE.update(json.loads(os.environ.get("DURABLE_TEST_SETTINGS") or "{}"))
+
+# Django Tasks (tests/tasks/): the tasks of tests/testapp/tasks.py run as durable runs.
+TASKS = {
+    "default": {
+        "BACKEND": "django_durable.tasks.DurableBackend",
+        "QUEUES": ["default", "emails"],
+    },
+    "retrying": {
+        "BACKEND": "django_durable.tasks.DurableBackend",
+        "OPTIONS": {"RETRY": {"max_attempts": 3, "initial_delay": 0, "jitter": 0}},
+    },
+}
 
 LOGGING = {
     "version": 1,

@@ -33,12 +33,12 @@ def setup(dsn: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def start_worker(dsn: str, concurrency: int):
+def start_worker(dsn: str, concurrency: int, *, settings: str = "bench.settings"):
     from django_durable.models import WorkerProcess
 
     proc = base.spawn(
         [sys.executable, "-m", "django", "run_workflow_worker", "--concurrency", str(concurrency)],
-        env={"DJANGO_SETTINGS_MODULE": "bench.settings", "BENCH_DATABASE_URL": dsn},
+        env={"DJANGO_SETTINGS_MODULE": settings, "BENCH_DATABASE_URL": dsn},
     )
     base.wait_until(
         lambda: base.check_alive([proc]) and WorkerProcess.objects.filter(pid=proc.pid).exists(),

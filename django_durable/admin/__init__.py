@@ -13,7 +13,7 @@ schedules.py).
 
 from .base import HistoryAdmin
 from .channels import EventAdmin, MessageAdmin
-from .runs import RunAdmin, StepInline
+from .runs import RunAdmin
 from .schedules import ScheduleAdmin
 from .workers import WorkerProcessAdmin
 
@@ -23,6 +23,5 @@ __all__ = [
     "MessageAdmin",
     "RunAdmin",
     "ScheduleAdmin",
-    "StepInline",
     "WorkerProcessAdmin",
 ]

@@ -16,9 +16,9 @@ from ..models import Event, Message
 from .base import (
     ChoicesFromCode,
     HistoryAdmin,
+    consumed_text,
     pre,
     run_link,
-    when,
 )
 
 
@@ -133,12 +133,7 @@ class MessageAdmin(HistoryAdmin):
 
     @admin.display(description=_("consumed"))
     def consumed(self, message: Message) -> str:
-        if message.consumed_at is None:
-            return str(_("pending"))
-        return str(
-            _("%(when)s at position %(position)s")
-            % {"when": when(message.consumed_at), "position": message.consumed_position}
-        )
+        return consumed_text(message.consumed_at, message.consumed_position)
 
     @admin.display(description=_("message"))
     def data_json(self, message: Message) -> SafeString:

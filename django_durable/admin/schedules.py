@@ -15,7 +15,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
-from ..conf import get_settings
+from ..core.conf import get_settings
 from ..models import Schedule
 
 # The fields people edit on a schedule they made; a schedule declared in code has only

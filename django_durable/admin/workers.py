@@ -54,6 +54,7 @@ class WorkerProcessAdmin(admin.ModelAdmin):
         "hostname",
         "pid",
         "queue_list",
+        "workflow_list",
         "concurrency",
         "started_at",
         "last_seen_at",
@@ -65,6 +66,11 @@ class WorkerProcessAdmin(admin.ModelAdmin):
     @admin.display(description=_("queues"))
     def queue_list(self, worker: WorkerProcess) -> str:
         return ", ".join(map(str, worker.queues or []))
+
+    @admin.display(description=_("workflows it knows"))
+    def workflow_list(self, worker: WorkerProcess) -> str:
+        # It claims only runs of these: the workflows its code registered when it started.
+        return ", ".join(map(str, worker.workflows or [])) or self.get_empty_value_display()
 
     @admin.display(description=_("alive"), boolean=True)
     def alive(self, worker: WorkerProcess) -> bool:

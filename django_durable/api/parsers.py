@@ -8,7 +8,9 @@ from typing import IO, Any
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
-from ..conf import get_settings
+from ..core.conf import get_settings
+from ..core.serialization import check_depth
+from ..exceptions import SerializationError
 from .errors import PayloadTooLargeError
 
 # Room for the envelope around a payload (names, topics, keys).
@@ -25,9 +27,17 @@ def read_limited(stream: IO[bytes]) -> bytes:
 
 
 def loads_body(body: bytes) -> Any:
-    """Parse JSON, turning every way it can fail into a 400."""
+    """Parse JSON, turning every way it can fail into a 400.
+
+    The nesting is checked on the text first (MAX_JSON_DEPTH): a deep document is refused
+    before it is parsed, let alone stored.
+    """
     try:
-        return json.loads(body.decode("utf-8")) if body else None
+        text = body.decode("utf-8")
+        check_depth(text, what="The JSON body")
+        return json.loads(text) if text else None
+    except SerializationError as exc:
+        raise ParseError(str(exc)) from None
     except RecursionError:
         raise ParseError("The JSON is nested too deeply.") from None
     except (UnicodeDecodeError, ValueError) as exc:

@@ -1,10 +1,17 @@
 """Orders, and a log of which process executed which step (the demo measures with it)."""
 
+import secrets
+
 from django.db import models
 
 
+def new_public_id() -> str:
+    """Return a random id for an order's page: 128 bits, too many to guess."""
+    return secrets.token_urlsafe(16)
+
+
 class Order(models.Model):
-    """A customer's order, moved along by the ``shop.fulfill_order`` workflow."""
+    """A customer's order, moved along by ``shop.fulfill_order`` or ``shop.checkout``."""
 
     class Status(models.TextChoices):
         # Placed; nothing has happened yet.
@@ -13,12 +20,19 @@ class Order(models.Model):
         RESERVED = "reserved", "Reserved"
         # Handed to the carrier; ``tracking`` is set.
         SHIPPED = "shipped", "Shipped"
+        # Not approved by the shopper (in time); the items went back on the shelf.
+        CANCELLED = "cancelled", "Cancelled"
 
     customer = models.CharField(max_length=100)
     amount = models.DecimalField(max_digits=10, decimal_places=2)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
     tracking = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The order page's address: the shopper has no login, so the URL is their key. Not the
+    # primary key, which anyone could count through.
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    # The ``shop.checkout`` run that moves the order along (the demo's orders have none).
+    run_id = models.UUIDField(null=True, blank=True, editable=False)
 
     def __str__(self) -> str:
         return f"Order #{self.pk} for {self.customer} ({self.status})"

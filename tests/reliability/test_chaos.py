@@ -31,7 +31,7 @@ import pytest
 from django.db import transaction
 from django.db.models import Count, Max, Min, Sum
 
-from django_durable.models import Run, RunStatus, Step
+from django_durable.models import Run, RunStatus, Step, StepStatus
 from tests.reliability.conftest import (
     ON_POSTGRES,
     WorkerPool,
@@ -63,9 +63,9 @@ def rerunning_a_body_cut_short(pid: int) -> bool:
     ran = set(rw.Execution.objects.filter(pid=pid).values_list("run_id", "label"))
     checkpointed = {
         (str(run_id), name)
-        for run_id, name in Step.objects.filter(
-            run_id__in={run_id for run_id, _ in ran}
-        ).values_list("run_id", "name")
+        for run_id, name in Step.objects.filter(run_id__in={run_id for run_id, _ in ran})
+        .exclude(status=StepStatus.RUNNING)  # begun, not ended: no checkpoint yet
+        .values_list("run_id", "name")
     }
     return any(
         rw.Execution.objects.filter(run_id=run_id, label=label).exclude(pid=pid).exists()

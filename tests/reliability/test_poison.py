@@ -92,7 +92,7 @@ POISONS = [
         "unknown-workflow",
         lambda: by_hand("reliability.removed_in_a_deploy", {"args": [], "kwargs": {}}),
         "django_durable.exceptions.WorkflowNotFound",
-        "reliability.removed_in_a_deploy",
+        "Workflow 'reliability.removed_in_a_deploy' is unknown: no live worker registers it",
     ),
     Poison(
         "input-not-an-object",
@@ -139,8 +139,16 @@ def normal_run_on(proc) -> None:
 
 def test_every_poison_fails_its_run_clearly_and_the_worker_goes_on(worker_pool):
     # Concurrency 1: a poison that broke the execution thread would stop everything after.
+    # A run of a workflow no worker registers waits for one that does, for a second here.
     pool: WorkerPool = worker_pool(
-        1, "--concurrency", "1", "--lease", "2", "--poll-interval", "0.1"
+        1,
+        "--concurrency",
+        "1",
+        "--lease",
+        "2",
+        "--poll-interval",
+        "0.1",
+        settings={"UNKNOWN_WORKFLOW_TIMEOUT": 1},
     ).start()
     proc = pool.slots[0]
     normal_run_on(proc)

@@ -4,7 +4,7 @@ Each test parks one session at an exact point of the library's code, performs th
 action from another session, lets the first go, and checks the outcome in the database:
 
 - a message or an event that arrives while a run is between "nothing there" and "I wait"
-  (``db_channels.suspend_waiting``): in the gap, holding the lock the suspension needs,
+  (``store.channels.suspend_waiting``): in the gap, holding the lock the suspension needs,
   and waiting for the suspension's lock. It must wake the run, never be missed;
 - a cancellation racing a run (or its child) that finishes: the run ends completed, the
   cancellation moot, or cancelled; never both, never stuck; children end consistently;
@@ -31,10 +31,11 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 import django_durable as durable
-from django_durable import db, db_channels, db_tree
-from django_durable.models import Run, RunStatus, Step
-from django_durable.worker import Worker
-from tests.conftest import ON_POSTGRES, drain, wait_for
+from django_durable import Worker
+from django_durable.models import Run, RunStatus, Step, StepStatus
+from django_durable.store import channels, claims, trees
+from django_durable.testing import run_all
+from tests.conftest import ON_POSTGRES, wait_for
 from tests.reliability._races import Holder, LockWatch, Pause, Racer, report
 from tests.testapp import race_workflows as rw
 
@@ -92,7 +93,7 @@ def outcome_kind(racer: Racer) -> str:
 
 def test_a_message_sent_in_the_gap_before_the_suspend_wakes_the_run(monkeypatch, worker):
     handle = rw.recv_one.start("go")
-    pause = Pause(monkeypatch, db_channels, "suspend_waiting", thread=WORKER)
+    pause = Pause(monkeypatch, channels, "suspend_waiting", thread=WORKER)
     racer = execute(worker, handle)
     pause.wait(racer)
     # The recv found no message and recorded its wait; the run does not wait yet.
@@ -104,7 +105,7 @@ def test_a_message_sent_in_the_gap_before_the_suspend_wakes_the_run(monkeypatch,
     # The suspension looked again after marking the run waiting, found it, and undid it.
     run = run_row(handle)
     assert (run.status, run.wake_on) == (RunStatus.PENDING, None)
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "in the gap"
     report("race send-in-gap", outcome="woken-by-its-own-recheck", lost=0)
 
@@ -114,7 +115,7 @@ def test_a_send_holding_the_run_row_delays_the_suspend_which_then_sees_it(
     monkeypatch, worker, watch
 ):
     handle = rw.recv_one.start("go")
-    pause = Pause(monkeypatch, db_channels, "suspend_waiting", thread=WORKER)
+    pause = Pause(monkeypatch, channels, "suspend_waiting", thread=WORKER)
     racer = execute(worker, handle)
     pause.wait(racer)
     sender = Holder("sender", lambda: durable.send(handle.id, "held", topic="go"))
@@ -124,7 +125,7 @@ def test_a_send_holding_the_run_row_delays_the_suspend_which_then_sees_it(
     sender.commit()
     assert outcome_kind(racer) == "suspended"
     assert run_row(handle).status == RunStatus.PENDING  # its re-check saw the message
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "held"
     report("race send-holds-row", outcome="suspend-waited-then-saw-it", lost=0)
 
@@ -133,7 +134,7 @@ def test_a_send_holding_the_run_row_delays_the_suspend_which_then_sees_it(
 def test_a_send_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypatch, worker, watch):
     handle = rw.recv_one.start("go")
     # Inside the suspension's transaction: run marked waiting, nothing found, row locked.
-    pause = Pause(monkeypatch, db_channels, "_has_message", thread=WORKER, after=True)
+    pause = Pause(monkeypatch, channels, "_has_message", thread=WORKER, after=True)
     racer = execute(worker, handle)
     pause.wait(racer)
     assert pause.value is False
@@ -144,7 +145,7 @@ def test_a_send_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypatch, 
     sender.join()
     run = run_row(handle)  # ... and the send, let through after, woke it
     assert (run.status, run.wake_on) == (RunStatus.PENDING, None)
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "blocked"
     report("race send-blocked-by-suspend", outcome="woken-by-the-sender", lost=0)
 
@@ -154,14 +155,14 @@ def test_a_send_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypatch, 
 
 def test_an_event_emitted_in_the_gap_before_the_suspend_wakes_the_run(monkeypatch, worker):
     handle = rw.wait_one.start("race:gap")
-    pause = Pause(monkeypatch, db_channels, "suspend_waiting", thread=WORKER)
+    pause = Pause(monkeypatch, channels, "suspend_waiting", thread=WORKER)
     racer = execute(worker, handle)
     pause.wait(racer)
     durable.emit_event("race:gap", "in the gap")
     pause.release()
     assert outcome_kind(racer) == "suspended"
     assert run_row(handle).status == RunStatus.PENDING
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "in the gap"
     report("race emit-in-gap", outcome="woken-by-its-own-recheck", lost=0)
 
@@ -178,7 +179,7 @@ def test_an_emitter_holding_the_name_lock_delays_the_suspend_which_then_sees_it(
     emitter.commit()
     assert outcome_kind(racer) == "suspended"
     assert run_row(handle).status == RunStatus.PENDING
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "held"
     report("race emit-holds-lock", outcome="suspend-waited-then-saw-it", lost=0)
 
@@ -187,7 +188,7 @@ def test_an_emitter_holding_the_name_lock_delays_the_suspend_which_then_sees_it(
 def test_an_emitter_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypatch, worker, watch):
     handle = rw.wait_one.start("race:blocked")
     # The first latest_event() is the wait's look; the second, the re-check under the lock.
-    pause = Pause(monkeypatch, db_channels, "latest_event", thread=WORKER, after=True, skip=1)
+    pause = Pause(monkeypatch, channels, "latest_event", thread=WORKER, after=True, skip=1)
     racer = execute(worker, handle)
     pause.wait(racer)
     assert pause.value is None
@@ -197,7 +198,7 @@ def test_an_emitter_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypat
     assert outcome_kind(racer) == "suspended"
     emitter.join()
     assert run_row(handle).status == RunStatus.PENDING
-    drain(worker)
+    run_all()
     assert handle.result(timeout=1) == "blocked"
     report("race emit-blocked-by-suspend", outcome="woken-by-the-emitter", lost=0)
 
@@ -214,9 +215,9 @@ def parent_at_its_end(
     """
     handle = rw.parent_leaves_child.start()
     if where == "before-finish":
-        pause = Pause(monkeypatch, worker, "_finish", thread=WORKER)
+        pause = Pause(monkeypatch, worker._outcomes, "_finish", thread=WORKER)
     else:  # inside the finishing transaction: the run is completed, uncommitted, locked
-        pause = Pause(monkeypatch, db_tree, "close_children", thread=WORKER)
+        pause = Pause(monkeypatch, trees, "close_children", thread=WORKER)
     racer = execute(worker, handle)
     pause.wait(racer)
     Worker().run_once()  # the child, started by the parent, waits for "go"
@@ -226,7 +227,7 @@ def parent_at_its_end(
 
 
 def settle(handle: durable.RunHandle) -> None:
-    drain(Worker())
+    run_all()
     assert not Run.objects.active().exists()
 
 
@@ -294,9 +295,9 @@ def child_at_its_end(
     assert parent.refresh().status == RunStatus.WAITING
     [child] = parent.children()
     if where == "before-finish":
-        pause = Pause(monkeypatch, worker, "_finish", thread=WORKER)
+        pause = Pause(monkeypatch, worker._outcomes, "_finish", thread=WORKER)
     else:  # it locked its parent, completed and woke it, uncommitted
-        pause = Pause(monkeypatch, db_tree, "close_children", thread=WORKER)
+        pause = Pause(monkeypatch, trees, "close_children", thread=WORKER)
     racer = execute(worker, child)
     pause.wait(racer)
     return parent, child, racer, pause
@@ -352,7 +353,7 @@ def stale_claim(handle: durable.RunHandle) -> tuple[Worker, Racer]:
 
 def take_over() -> None:
     """Let a new worker, in thread ``owner``, take the run back and finish it."""
-    Racer("owner", lambda: drain(Worker())).join()
+    Racer("owner", lambda: run_all()).join()
 
 
 def test_a_stale_checkpoint_after_a_takeover_is_refused(gates):
@@ -374,7 +375,7 @@ def test_a_stale_checkpoint_after_a_takeover_is_refused(gates):
 def test_a_stale_completion_after_a_takeover_is_discarded(monkeypatch):
     handle = rw.gated.start()
     stale, racer = stale_claim(handle)
-    pause = Pause(monkeypatch, stale, "_finish", thread="stale")
+    pause = Pause(monkeypatch, stale._outcomes, "_finish", thread="stale")
     pause.wait(racer)  # its execution completed; the outcome is not stored yet
     expire_lease(handle)
     take_over()
@@ -395,14 +396,18 @@ def test_a_takeover_committing_while_a_checkpoint_waits_refuses_it(gates, watch)
     wait_for(gate.entered.is_set, message="the stale worker in its step")
     expire_lease(handle)
     error = json.dumps({"type": "lost", "message": "lost", "traceback": ""})
-    rescuer = Holder("rescuer", lambda: db.recover_expired_runs(max_recoveries=5, error=error))
+    rescuer = Holder("rescuer", lambda: claims.recover_expired_runs(max_recoveries=5, error=error))
     rescuer_pid = rescuer.wait_held()  # the run is pending again, uncommitted, row locked
     gate.opened.set()
     watch.blocked(CHECKPOINT, by=rescuer_pid, racer=racer)  # FOR SHARE on the run row
-    assert rescuer.commit() == [(uuid.UUID(handle.id), RunStatus.PENDING)]
+    assert [(r.run_id, r.status) for r in rescuer.commit()] == [
+        (uuid.UUID(handle.id), RunStatus.PENDING)
+    ]
     # After the wait the checkpoint re-read the row: no longer running, nothing written.
     assert outcome_kind(racer) == "abandoned"
-    assert not Step.objects.filter(run_id=handle.id).exists()
+    # Only the record that its body began (written before the takeover): no outcome.
+    records = Step.objects.filter(run_id=handle.id)
+    assert [(r.status, r.executions) for r in records] == [(StepStatus.RUNNING, 1)]
     take_over()
     assert handle.result(timeout=1) == {"step": "owner", "finished_by": "owner"}
     report("race takeover-vs-checkpoint", stale_write="refused-after-wait", result_by="owner")

@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 import django_durable as durable
+from django_durable import Worker
 from django_durable.models import (
     Event,
     Message,
@@ -45,7 +46,6 @@ from django_durable.models import (
     StreamItem,
     WorkerProcess,
 )
-from django_durable.worker import Worker
 from tests.reliability.conftest import report
 from tests.testapp import reliability_workflows as rw
 from tests.testapp.models import Execution, SideEffect
@@ -123,7 +123,13 @@ class DurableMachine(RuleBasedStateMachine):
 
     @rule(run=runs, message=st.integers(0, 9))
     def send(self, run: str, message: int) -> None:
-        durable.send(run, message, topic="go")
+        if Run.objects.get(pk=run).status not in TERMINAL:
+            durable.send(run, message, topic="go")
+            return
+        stored = Message.objects.filter(run_id=run).count()
+        with pytest.raises(durable.RunFinished):  # a finished run takes no more messages
+            durable.send(run, message, topic="go")
+        assert Message.objects.filter(run_id=run).count() == stored
 
     @rule(name=st.sampled_from(EVENTS), data=st.integers(0, 9))
     def emit(self, name: str, data: int) -> None:

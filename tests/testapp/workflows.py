@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import threading
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -458,6 +459,29 @@ async def async_channels(ctx: durable.AsyncContext, name: str) -> dict:
     return {"event": event.data, "message": message, "offset": offset, "emitted": emitted}
 
 
+# Tests hold the body of a "gate" step here until they set it.
+GATE = threading.Event()
+
+
+def wait_at_gate() -> str:
+    GATE.wait(10)
+    return "through"
+
+
+@durable.workflow(name="tests.gated")
+def gated(ctx: durable.Context) -> str:
+    ctx.step("gate", wait_at_gate)
+    ctx.step("after", lambda: "after")
+    return "done"
+
+
+@durable.workflow(name="tests.async_gated")
+async def async_gated(ctx: durable.AsyncContext) -> str:
+    await ctx.step("gate", wait_at_gate)
+    await ctx.step("after", lambda: "after")
+    return "done"
+
+
 # --- started over HTTP ----------------------------------------------------------------------
 
 
@@ -532,6 +556,27 @@ def on_signup_mail(ctx: durable.Context, payload: dict) -> list:
 @durable.workflow(name="tests.on_signup_crm", trigger_on_event="tests/signup")
 async def on_signup_crm(ctx: durable.AsyncContext, payload: dict) -> list:
     return [event["id"] for event in payload["events"]]
+
+
+# Wildcards: "*" is one segment, "**" one or more (tests/orchestration/test_wildcards.py).
+@durable.workflow(name="tests.on_orders_any_depth", trigger_on_event="tests/orders/**")
+def on_orders_any_depth(ctx: durable.Context, payload: dict) -> list:
+    return [event["name"] for event in payload["events"]]
+
+
+@durable.workflow(name="tests.on_orders_one_segment", trigger_on_event="tests/orders/*")
+def on_orders_one_segment(ctx: durable.Context, payload: dict) -> list:
+    return [event["name"] for event in payload["events"]]
+
+
+@durable.workflow(
+    name="tests.on_regions_batch",
+    trigger_on_event="tests/regions/*/created",
+    batch_size=3,
+    batch_timeout=3600,
+)
+def on_regions_batch(ctx: durable.Context, payload: dict) -> list:
+    return [event["name"] for event in payload["events"]]
 
 
 # --- scheduled ----------------------------------------------------------------------------
@@ -633,6 +678,22 @@ def cancels_its_child(ctx: durable.Context) -> str:
     return "finished"
 
 
+@durable.workflow(name="tests.async_cleanup")
+async def async_cleanup(ctx: durable.AsyncContext, shielded_sleep: float = 0.0) -> str:
+    """``cleanup`` as an ``async def`` workflow."""
+    try:
+        await ctx.step("work", lambda: executed(ctx.run_id, "work"))
+        await ctx.sleep(3600)
+        await ctx.step("never", lambda: executed(ctx.run_id, "never"))
+    except durable.Cancelled:
+        with ctx.shield():
+            if shielded_sleep:
+                await ctx.sleep(shielded_sleep)
+            await ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+    return "finished"
+
+
 @durable.workflow(name="tests.cleanup")
 def cleanup(ctx: durable.Context, shielded_sleep: float = 0.0) -> str:
     try:
@@ -687,6 +748,17 @@ def times_out_cancelled(ctx: durable.Context) -> str:
     except durable.Cancelled:
         with ctx.shield():
             ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
+        raise
+    return "woke"
+
+
+@durable.workflow(name="tests.async_times_out_cancelled", timeout=0.5, on_timeout="cancel")
+async def async_times_out_cancelled(ctx: durable.AsyncContext) -> str:
+    try:
+        await ctx.sleep(60)
+    except durable.Cancelled:
+        with ctx.shield():
+            await ctx.step("cleanup", lambda: executed(ctx.run_id, "cleanup"))
         raise
     return "woke"
 
@@ -792,4 +864,6 @@ def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> s
 
 
 from . import reliability_workflows  # noqa: E402, F401  (the reliability suite)
+from .fork_workflows import BUG  # noqa: E402, F401  (loads the fork tests' workflows)
 from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
+from .waits_workflows import said  # noqa: E402, F401  (loads the first_of and callback ones)

@@ -1,213 +1,110 @@
-"""``manage.py durable`` subcommands that talk to runs: send, emit, values, stream, events.
+"""``manage.py durable`` subcommands that talk to runs: send, emit, events.
 
-Also the parsing and printing helpers that every subcommand shares. Writes go through the
-public functions (``django_durable`` and ``django_durable.exchange``); bad input is a
-``CommandError`` that says what is wrong.
+Writes go through the public functions (``durable.send``, ``durable.emit_event``); bad
+input is a ``CommandError`` that says what is wrong.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, OutputWrapper
-from django.core.serializers.json import DjangoJSONEncoder
-from django.utils import timezone
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from django.db.models import Q
 
 import django_durable as durable
-from django_durable import display, exchange
-from django_durable.client import MAX_LIMIT
-from django_durable.conf import get_settings
+from django_durable import display
+from django_durable.client.runs import MAX_LIMIT
+from django_durable.core.conf import get_settings
+from django_durable.core.names import check_name
 from django_durable.models import Event, Run
 
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+from ._inputs import JsonInput, add_run_argument, target
+from ._output import clean, dumps, plural, table, when
 
-# --- parsing and printing --------------------------------------------------------------
-
-
-def parse_duration(text: str) -> timedelta:
-    """Return ``90s``, ``15m``, ``12h``, ``7d`` or a plain number of seconds as a timedelta."""
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        raise CommandError(
-            f"Invalid duration {text!r}: give seconds, or a number followed by s, m, h or d "
-            "(90s, 15m, 12h, 7d)."
-        )
-    try:
-        return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-    except OverflowError:
-        raise CommandError(f"Invalid duration {text!r}: too long.") from None
+MESSAGE = JsonInput("message", "MESSAGE_JSON", "--message-file")
+DATA = JsonInput("data", "DATA_JSON", "--data-file")
 
 
-def option_error(exc: Exception, *options: str) -> CommandError:
-    """Return a ``CommandError`` of ``exc`` that names ``options`` as the command spells them.
-
-    The Python API names its parameters (``batch_size=``); the shell user typed
-    ``--batch-size``.
-    """
-    message = str(exc)
-    for option in options:
-        message = re.sub(rf"\b{option}=", f"--{option.replace('_', '-')}", message)
-    return CommandError(message)
-
-
-def json_argument(text: str, what: str) -> Any:
-    """Return the JSON value of a command-line argument, or raise a ``CommandError``."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CommandError(f"{what} is not valid JSON ({exc}): {text!r}") from None
-    except RecursionError:
-        raise CommandError(f"{what} is nested too deeply.") from None
-
-
-def json_option(text: str | None, kind: type, option: str) -> Any:
-    """Return the JSON value of ``option`` (``kind()`` if not given), checking its type."""
-    if text is None:
-        return kind()
-    value = json_argument(text, option)
-    if not isinstance(value, kind):
-        found = _JSON_TYPES.get(type(value), "null" if value is None else "a number")
-        raise CommandError(f"{option} must be {_JSON_TYPES[kind]} in JSON, not {found}: {text!r}")
-    return value
-
-
-def run_id(text: str) -> str:
-    """Return a run id in its canonical form, or raise a ``CommandError``."""
-    try:
-        return str(uuid.UUID(text.strip()))
-    except ValueError:
-        raise CommandError(f"{text!r} is not a run id (run ids are UUIDs).") from None
-
-
-def get_run(text: str) -> Run:
-    """Return the run with the id ``text``, or raise a ``CommandError``."""
-    try:
-        return durable.get_run(run_id(text)).model
-    except durable.RunNotFound as exc:
-        raise CommandError(str(exc)) from None
-
-
-def dumps(value: Any) -> str:
-    """Return ``value`` as indented JSON."""
-    return json.dumps(value, indent=2, cls=DjangoJSONEncoder)
-
-
-def one_line(value: Any) -> str:
-    """Return ``value`` as JSON on one line."""
-    return json.dumps(value, cls=DjangoJSONEncoder, ensure_ascii=False)
-
-
-def when(value: datetime | None) -> str:
-    """Return a time in the current time zone, to the second ("-" for none)."""
-    if value is None:
-        return "-"
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return local.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Return rows as aligned columns under their headers."""
-    cells = [[str(cell) for cell in row] for row in (headers, *rows)]
-    widths = [max(len(row[index]) for row in cells) for index in range(len(headers))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def indent(text: str) -> str:
-    """Return ``text`` indented by two spaces."""
-    return "\n".join(f"  {line}" for line in text.splitlines())
-
-
-# --- the subcommands -------------------------------------------------------------------
-
-
-Handler = Callable[[OutputWrapper, dict[str, Any]], None]
-
-
-def add_parsers(command: BaseCommand, groups: Any, runs: Any) -> None:
-    """Add the subcommands of this module to the ``durable`` and ``durable runs`` parsers."""
-
-    def handler(function: Handler) -> Callable[[dict[str, Any]], None]:
-        # command.stdout is replaced when the command runs (call_command(stdout=...)).
-        return lambda options: function(command.stdout, options)
-
-    send_parser = groups.add_parser("send", help="Send a message to a run; print its id.")
-    send_parser.add_argument("run_id", metavar="RUN_ID")
-    send_parser.add_argument("message", metavar="MESSAGE_JSON", help="""The message: '{"a": 1}'.""")
-    send_parser.add_argument("--topic", metavar="T", help="What ctx.recv(topic) takes it.")
-    send_parser.add_argument("--idempotency-key", metavar="KEY", help="Send once per key.")
-    send_parser.set_defaults(handler=handler(send))
-
-    emit_parser = groups.add_parser("emit", help="Emit an event; print its id.")
-    emit_parser.add_argument("name", metavar="NAME")
-    emit_parser.add_argument("data", metavar="DATA_JSON", nargs="?", help="Its data (null).")
-    emit_parser.add_argument("--source", metavar="S", help="Where it comes from.")
-    emit_parser.add_argument("--type", metavar="T", help="What kind of event it is.")
-    emit_parser.add_argument(
-        "--idempotency-key",
-        metavar="K",
-        help="Emit once: the same key (per name) returns the first event.",
-    )
-    emit_parser.set_defaults(handler=handler(emit))
-
-    values_parser = runs.add_parser("values", help="Print the newest value of each key.")
-    values_parser.add_argument("run_id", metavar="RUN_ID")
-    values_parser.set_defaults(handler=handler(values))
-
-    stream_parser = runs.add_parser("stream", help="Print the items of a stream: OFFSET<TAB>JSON.")
-    stream_parser.add_argument("run_id", metavar="RUN_ID")
-    stream_parser.add_argument("key", metavar="KEY")
-    stream_parser.add_argument("--offset", type=int, default=0, help="From this offset (0).")
-    stream_parser.add_argument(
-        "--follow",
-        action="store_true",
-        help="Wait for items until the stream closes or the run ends.",
-    )
-    stream_parser.add_argument(
-        "--timeout",
-        metavar="DURATION",
-        help="With --follow: give up after DURATION (90s, 15m...) and exit with status 1.",
-    )
-    stream_parser.set_defaults(handler=handler(stream))
-
+def add_parsers(command: BaseCommand, groups: Any) -> None:
+    """Add ``send``, ``emit`` and ``events`` to the ``durable`` parser."""
+    _add_send_parser(command, groups)
+    _add_emit_parser(command, groups)
     events_parser = groups.add_parser("events", help="List events, newest first.")
     events_parser.add_argument(
         "--name", metavar="N", help="Only events named N, or starting with N if it ends with *."
     )
-    events_parser.add_argument("--limit", type=int, default=50, help="At most N events (50).")
-    events_parser.set_defaults(handler=handler(events))
+    events_parser.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="At most N events (50)."
+    )
+    events_parser.add_argument("--json", action="store_true", help="Print JSON.")
+    events_parser.set_defaults(handler=partial(events, command))
 
-    for sub in (values_parser, events_parser):
-        sub.add_argument("--json", action="store_true", help="Print JSON.")
-    stream_parser.add_argument("--json", action="store_true", help="Print JSON lines.")
+
+def _add_send_parser(command: BaseCommand, groups: Any) -> None:
+    send_parser = groups.add_parser("send", help="Send a message to a run; print its id.")
+    add_run_argument(send_parser, "The run to send it to.")
+    MESSAGE.add(
+        send_parser,
+        required=True,
+        metavar="MESSAGE_JSON",
+        help="""The message as JSON: '{"a": 1}', 42, '"text"'.""",
+    )
+    send_parser.add_argument(
+        "--topic", metavar="T", help="The topic: what ctx.recv(T) takes (none: ctx.recv())."
+    )
+    send_parser.add_argument(
+        "--idempotency-key", metavar="KEY", help="Send once per run and key (at most 255)."
+    )
+    send_parser.set_defaults(handler=partial(send, command))
 
 
-def send(out: OutputWrapper, options: dict[str, Any]) -> None:
+def _add_emit_parser(command: BaseCommand, groups: Any) -> None:
+    emit_parser = groups.add_parser(
+        "emit",
+        help="Emit an event; say its id and how many waiting runs it woke.",
+        description="Emit the event NAME, like durable.emit_event(), and say its id and how "
+        "many runs it woke: the runs that were waiting for NAME when it was emitted (counted "
+        "in the transaction that emits it; on PostgreSQL, a run that starts or stops waiting "
+        "for NAME at that very moment may be miscounted). An event emitted before with the "
+        "same --idempotency-key wakes no run.",
+    )
+    emit_parser.add_argument("name", metavar="NAME", help="The event's name (1 to 200 chars).")
+    DATA.add(emit_parser, metavar="DATA_JSON", help="Its data as JSON (default: null).")
+    emit_parser.add_argument("--source", metavar="S", help="Where it comes from (CloudEvents).")
+    emit_parser.add_argument("--type", metavar="T", help="What kind of event it is (CloudEvents).")
+    emit_parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="Emit once: the same key (per name) stores nothing and wakes no run again.",
+    )
+    emit_parser.add_argument(
+        "--json", action="store_true", help="Print JSON: id, name, stored, woken."
+    )
+    emit_parser.set_defaults(handler=partial(emit, command))
+
+
+def send(command: BaseCommand, options: dict[str, Any]) -> None:
     """Send a message to a run and print the message's id."""
-    target = run_id(options["run_id"])
-    message = json_argument(options["message"], "MESSAGE_JSON")
+    run = target(options)
+    message = MESSAGE.value(options)
     try:
         message_id = durable.send(
-            target, message, topic=options["topic"], idempotency_key=options["idempotency_key"]
+            run, message, topic=options["topic"], idempotency_key=options["idempotency_key"]
         )
     except (durable.DurableError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    out.write(str(message_id))
+    command.stdout.write(str(message_id))
 
 
-def emit(out: OutputWrapper, options: dict[str, Any]) -> None:
-    """Emit an event and print its id."""
-    data = None if options["data"] is None else json_argument(options["data"], "DATA_JSON")
+def emit(command: BaseCommand, options: dict[str, Any]) -> None:
+    """Emit an event; print its id, its name and how many waiting runs it woke."""
+    name = options["name"]
+    data = DATA.value(options)
     try:
-        event_id = durable.emit_event(
-            options["name"],
+        event_id, stored, woken = emit_counting(
+            name,
             data,
             source=options["source"],
             type=options["type"],
@@ -215,57 +112,47 @@ def emit(out: OutputWrapper, options: dict[str, Any]) -> None:
         )
     except (durable.DurableError, ValueError) as exc:
         raise CommandError(str(exc)) from None
-    out.write(str(event_id))
-
-
-def values(out: OutputWrapper, options: dict[str, Any]) -> None:
-    """Print the newest value of each key a run published."""
-    try:
-        found = exchange.get_values(run_id(options["run_id"]))
-    except durable.RunNotFound as exc:
-        raise CommandError(str(exc)) from None
     if options["json"]:
-        out.write(dumps(found))
-        return
-    out.write(table(("KEY", "VALUE"), [(key, one_line(value)) for key, value in found.items()]))
-
-
-def stream(out: OutputWrapper, options: dict[str, Any]) -> None:
-    """Print the items of a run's stream; with --follow, until it closes or the run ends."""
-    if options["offset"] < 0:
-        raise CommandError("--offset cannot be negative.")
-    timeout = None if options["timeout"] is None else parse_duration(options["timeout"])
-    if timeout is not None and not options["follow"]:
-        raise CommandError("--timeout only applies with --follow.")
-    run = get_run(options["run_id"])
-    key, offset = options["key"], options["offset"]
-    seconds = None if timeout is None else timeout.total_seconds()
-    finished = not options["follow"]
-    try:
-        for poll in exchange.poll_stream(
-            run, key, offset, follow=options["follow"], max_seconds=seconds
-        ):
-            finished = finished or poll.kind in ("closed", "ended")
-            for item in poll.items:
-                value = item.get_value()
-                if options["json"]:
-                    out.write(
-                        json.dumps({"offset": item.offset, "value": value}, cls=DjangoJSONEncoder)
-                    )
-                else:
-                    out.write(f"{item.offset}\t{one_line(value)}")
-                out.flush()  # a follower sees each item as it comes
-                offset = item.offset + 1
-    except KeyboardInterrupt:  # Ctrl-C ends following: not an error
-        return
-    if not finished:
-        raise CommandError(
-            f"Stopped following after {seconds:g}s: stream {key!r} is still open and the run "
-            f"has not finished. Go on with --offset {offset}."
+        emitted = {"id": event_id, "name": name, "stored": stored, "woken": woken}
+        command.stdout.write(dumps(emitted))
+    elif stored:
+        command.stdout.write(
+            f"Emitted event {event_id} ({clean(name)}): woke {plural(woken, 'run')}."
+        )
+    else:
+        command.stdout.write(
+            f"Event {event_id} ({clean(name)}) was emitted before with this idempotency key: "
+            "stored nothing, woke no run."
         )
 
 
-def events(out: OutputWrapper, options: dict[str, Any]) -> None:
+def emit_counting(name: str, data: Any, **options: Any) -> tuple[int, bool, int]:
+    """Emit with ``durable.emit_event``; return its id, whether it was stored, runs woken.
+
+    Woken: the runs waiting for ``name`` just before it was emitted, less those still
+    waiting just after, both counted in the transaction that emits it. That is exact on
+    SQLite, where one transaction writes at a time. On PostgreSQL a run that starts waiting
+    for the name, or stops (a timeout, a cancel), at that very moment may be counted wrongly.
+    """
+    check_name(name, "event")  # before the counts, as emit_event would
+    alias = get_settings().DATABASE
+    wake_key = f"e:{name}"  # waiting for it alone, or among the things of a first_of
+    waiting = Run.objects.using(alias).filter(
+        Q(wake_on=wake_key) | Q(wake_on="f:any", wake_keys__key=wake_key),
+        status=durable.RunStatus.WAITING,
+    )
+    key = options.get("idempotency_key")
+    with transaction.atomic(using=alias):
+        earlier = key is not None and (
+            Event.objects.using(alias).filter(name=name, idempotency_key=key).exists()
+        )
+        before = waiting.count()
+        event_id = durable.emit_event(name, data, **options)
+        after = waiting.count()
+    return event_id, not earlier, 0 if earlier else max(0, before - after)
+
+
+def events(command: BaseCommand, options: dict[str, Any]) -> None:
     """List events, newest first (read from the table: the client has no listing)."""
     if not 1 <= options["limit"] <= MAX_LIMIT:
         raise CommandError(f"--limit must be from 1 to {MAX_LIMIT}.")
@@ -289,7 +176,7 @@ def events(out: OutputWrapper, options: dict[str, Any]) -> None:
             }
             for event in found
         ]
-        out.write(dumps(data))
+        command.stdout.write(dumps(data))
         return
     head = display.json_head("data", display.PREVIEW_CHARS)
     rows = [
@@ -306,4 +193,4 @@ def events(out: OutputWrapper, options: dict[str, Any]) -> None:
             "id", "name", "type", "source", "created_at", "run_id", head
         )
     ]
-    out.write(table(("ID", "NAME", "TYPE", "SOURCE", "CREATED", "RUN", "DATA"), rows))
+    command.stdout.write(table(("ID", "NAME", "TYPE", "SOURCE", "CREATED", "RUN", "DATA"), rows))

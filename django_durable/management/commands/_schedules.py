@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from django.core.management.base import BaseCommand, OutputWrapper
+from django.core.management.base import BaseCommand
 
-from django_durable.conf import get_settings
+from django_durable.core.conf import get_settings
 from django_durable.models import Schedule
 
-from ._exchange import dumps, table, when
+from ._output import dumps, table, when
 
 # Shown by --json, with the model's field names.
 SCHEDULE_FIELDS: tuple[str, ...] = ("name", "workflow_name", "cron", "time_zone", "enabled")
@@ -20,15 +21,16 @@ def add_parsers(command: BaseCommand, groups: Any) -> None:
     """Add ``schedules`` to the ``durable`` parser."""
     parser = groups.add_parser("schedules", help="List cron schedules and their next ticks.")
     parser.add_argument("--json", action="store_true", help="Print JSON.")
-    # command.stdout is replaced when the command runs (call_command(stdout=...)).
-    parser.set_defaults(handler=lambda options: schedules(command.stdout, options))
+    parser.set_defaults(handler=partial(schedules, command))
 
 
-def schedules(out: OutputWrapper, options: dict[str, Any]) -> None:
+def schedules(command: BaseCommand, options: dict[str, Any]) -> None:
     """List every schedule by name: its workflow, cron, time zone, and next and last ticks."""
     found = list(Schedule.objects.using(get_settings().DATABASE).order_by("name"))
     if options["json"]:
-        out.write(dumps([{name: getattr(row, name) for name in SCHEDULE_FIELDS} for row in found]))
+        command.stdout.write(
+            dumps([{name: getattr(row, name) for name in SCHEDULE_FIELDS} for row in found])
+        )
         return
     rows = [
         (
@@ -45,4 +47,4 @@ def schedules(out: OutputWrapper, options: dict[str, Any]) -> None:
         for row in found
     ]
     headers = ("NAME", "WORKFLOW", "CRON", "TIME ZONE", "ENABLED", "MISSED TICKS", "NEXT TICK")
-    out.write(table((*headers, "LAST TICK", "FROM"), rows))
+    command.stdout.write(table((*headers, "LAST TICK", "FROM"), rows))

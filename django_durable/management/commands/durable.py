@@ -1,12 +1,12 @@
-"""``manage.py durable``: inspect and operate runs; workers, schedules, events; prune.
+"""``manage.py durable``: inspect and operate runs; workflows, workers, schedules, events; prune.
 
 Every subcommand goes through the public client (``import django_durable``) and edits
 no row by hand. Bad input is a ``CommandError`` (exit code 1) that says what is wrong.
+What the commands print goes through ``_output``, which makes every value safe to print.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -14,52 +14,43 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import django_durable as durable
 from django_durable import display
-from django_durable.conf import get_settings
-from django_durable.models import Run, WorkerProcess
+from django_durable.core.conf import get_settings
+from django_durable.core.durations import optional_seconds
+from django_durable.models import WorkerProcess
 
-from . import _operate, _schedules
-from ._exchange import (
-    add_parsers,
-    dumps,
-    get_run,
-    indent,
-    json_option,
+from . import _callbacks, _channels, _exchange, _operate, _schedules, _show, _workflows
+from ._inputs import (
+    JsonInput,
+    add_run_argument,
+    check_one_stdin,
     option_error,
     parse_duration,
-    table,
-    when,
+    target_run,
 )
+from ._output import clean, clean_lines, dumps, table, when
+from ._show import RUN_FIELDS, fields
 
-# Shown by --json, with the model's field names.
-RUN_FIELDS: tuple[str, ...] = ("id", "workflow_name", "status", "queue", "attempt")
-RUN_FIELDS += ("waiting_for", "created_at", "started_at", "finished_at")
-STEP_FIELDS = ("position", "kind", "name", "status", "attempts", "duration_ms", "recorded_at")
-WORKER_FIELDS: tuple[str, ...] = ("id", "hostname", "pid", "queues", "concurrency")
+__all__ = ["Command", "parse_duration"]
+
+STEP_FIELDS = (
+    "position",
+    "kind",
+    "name",
+    "status",
+    "attempts",
+    "executions",
+    "duration_ms",
+    "recorded_at",
+)
+WORKER_FIELDS: tuple[str, ...] = ("id", "hostname", "pid", "queues", "workflows", "concurrency")
 WORKER_FIELDS += ("started_at", "last_seen_at", "stopped_at")
-
-
-def _fields(obj: Any, names: Sequence[str]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in names}
+# Not dest="args": call_command() takes that one for positional arguments.
+ARGS = JsonInput("args_json", "--args", "--args-file")
+KWARGS = JsonInput("kwargs_json", "--kwargs", "--kwargs-file")
 
 
 def _duration(seconds: float | None) -> str:
     return "-" if seconds is None else display.format_duration(seconds)
-
-
-def _run_details(run: Run) -> dict[str, Any]:
-    args, kwargs = run.get_input()
-    completed = run.status == durable.RunStatus.COMPLETED
-    children = Run.objects.using(get_settings().DATABASE).filter(parent_id=run.pk)
-    return {
-        **_fields(run, (*RUN_FIELDS, "priority", "idempotency_key", "wake_at", "deadline_at")),
-        "parent": run.parent_id,
-        **_fields(run, ("depth", "parent_close", "cancel_requested_at", "cancel_reason")),
-        "children_count": children.count(),
-        "duration_seconds": display.run_seconds(run),
-        "input": {"args": args, "kwargs": kwargs},
-        "result": run.get_result() if completed else None,
-        "error": run.error,
-    }
 
 
 class Command(BaseCommand):
@@ -67,50 +58,80 @@ class Command(BaseCommand):
 
     help = (
         "Inspect and operate durable workflow runs: runs (list, show, steps, values, stream, "
-        "children, cancel, retry), start, send, emit, events, workers, schedules, prune."
+        "children, cancel, retry, wake, fork), start, send, emit, events, callbacks, workflows, "
+        "workers, schedules, prune."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+        groups = parser.add_subparsers(
+            dest="group", required=True, metavar="COMMAND", help="durable COMMAND -h: its options."
+        )
         runs = groups.add_parser("runs", help="Inspect and operate runs.")
-        runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+        runs_commands = runs.add_subparsers(
+            dest="runs_command",
+            required=True,
+            metavar="ACTION",
+            help="durable runs ACTION -h: its options.",
+        )
+        self._add_runs_parsers(runs_commands)  # list, show, steps
+        _channels.add_parsers(self, runs_commands)  # values, stream
+        _operate.add_parsers(self, runs_commands)  # cancel, retry, wake, fork, children
+        self._add_start_parser(groups)
+        _exchange.add_parsers(self, groups)  # send, emit, events
+        _callbacks.add_parsers(self, groups)  # callbacks complete, fail
+        _workflows.add_parsers(self, groups)
+        workers = groups.add_parser("workers", help="List worker processes, alive or not.")
+        workers.add_argument("--json", action="store_true", help="Print JSON.")
+        workers.set_defaults(handler=self.workers)
+        _schedules.add_parsers(self, groups)
+        self._add_prune_parser(groups)
 
+    def _add_runs_parsers(self, runs_commands: Any) -> None:
+        """``runs list``, ``runs show`` and ``runs steps``."""
         runs_list = runs_commands.add_parser("list", help="List runs, newest first.")
         runs_list.add_argument("--workflow", metavar="NAME", help="Only runs of this workflow.")
         runs_list.add_argument(
-            "--status", nargs="+", action="extend", choices=durable.RunStatus.values
+            "--status",
+            nargs="+",
+            action="extend",
+            choices=durable.RunStatus.values,
+            metavar="STATUS",
+            help="Only runs in these statuses: %(choices)s.",
         )
-        runs_list.add_argument("--limit", type=int, default=50, help="At most N runs (50).")
+        runs_list.add_argument(
+            "--limit", type=int, default=50, metavar="N", help="At most N runs (50)."
+        )
         runs_list.set_defaults(handler=self.runs_list)
-
-        runs_show = runs_commands.add_parser("show", help="Show a run.")
-        runs_show.set_defaults(handler=self.runs_show)
+        _show.add_parsers(self, runs_commands)
         runs_steps = runs_commands.add_parser("steps", help="List the steps a run recorded.")
+        add_run_argument(runs_steps, "The run.")
         runs_steps.set_defaults(handler=self.runs_steps)
-        for sub in (runs_show, runs_steps):
-            sub.add_argument("run_id", metavar="RUN_ID")
+        for sub in (runs_list, runs_steps):
+            sub.add_argument("--json", action="store_true", help="Print JSON.")
 
+    def _add_start_parser(self, groups: Any) -> None:
+        """``start WORKFLOW``."""
         start = groups.add_parser("start", help="Start a run; print its id.")
         start.add_argument("workflow", metavar="WORKFLOW", help="A registered workflow name.")
-        # Not dest="args": call_command() takes that one for positional arguments.
+        ARGS.add(start, metavar="JSON_ARRAY", help="Positional arguments: '[1, 2]'.")
+        KWARGS.add(start, metavar="JSON_OBJECT", help="""Keyword arguments: '{"b": 2}'.""")
+        start.add_argument("--queue", metavar="Q", help="Instead of the workflow's queue.")
         start.add_argument(
-            "--args", dest="args_json", metavar="JSON_ARRAY", help="Positional arguments: '[1, 2]'."
+            "--priority", type=int, default=0, metavar="N", help="Higher runs first (0)."
         )
         start.add_argument(
-            "--kwargs", dest="kwargs_json", metavar="JSON_OBJECT", help="""Keywords: '{"b": 2}'."""
+            "--delay", type=float, metavar="SECONDS", help="Start no sooner than this from now."
         )
-        start.add_argument("--queue", metavar="Q")
-        start.add_argument("--priority", type=int, default=0, help="Higher runs first (0).")
-        start.add_argument("--delay", type=float, metavar="SECONDS", help="Start no sooner.")
-        start.add_argument("--idempotency-key", metavar="KEY")
+        start.add_argument(
+            "--idempotency-key", metavar="KEY", help="Start once: the same key returns that run."
+        )
         start.add_argument(
             "--wait", type=float, metavar="SECONDS", help="Wait for the run; print its result."
         )
         start.set_defaults(handler=self.start)
 
-        workers = groups.add_parser("workers", help="List worker processes, alive or not.")
-        workers.set_defaults(handler=self.workers)
-
+    def _add_prune_parser(self, groups: Any) -> None:
+        """``prune``."""
         prune = groups.add_parser("prune", help="Delete finished runs and their steps.")
         prune.add_argument(
             "--older-than",
@@ -123,18 +144,21 @@ class Command(BaseCommand):
             nargs="+",
             action="extend",
             choices=sorted(str(status) for status in durable.RunStatus.terminal()),
+            metavar="STATUS",
+            help="Only runs in these statuses: %(choices)s (default: all three).",
         )
-        prune.add_argument("--batch-size", type=int, default=500, help="Runs per batch (500).")
+        prune.add_argument(
+            "--batch-size", type=int, default=500, metavar="N", help="Runs per batch (500)."
+        )
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
         prune.set_defaults(handler=self.prune)
 
-        for sub in (runs_list, runs_show, runs_steps, workers):
-            sub.add_argument("--json", action="store_true", help="Print JSON.")
-        # send, emit, events, runs values, runs stream.
-        add_parsers(self, groups, runs_commands)
-        # runs cancel, runs retry, runs children.
-        _operate.add_parsers(self, runs_commands)
-        _schedules.add_parsers(self, groups)
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        """Run the command; an error message is made safe to print, like every output."""
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            raise CommandError(clean(str(exc)), returncode=exc.returncode) from None
 
     def handle(self, *args: Any, **options: Any) -> None:
         options["handler"](options)
@@ -149,7 +173,7 @@ class Command(BaseCommand):
             raise option_error(exc, "limit") from None
         runs = [handle.model for handle in handles]
         if options["json"]:
-            self.stdout.write(dumps([_fields(run, RUN_FIELDS) for run in runs]))
+            self.stdout.write(dumps([fields(run, RUN_FIELDS) for run in runs]))
             return
         rows = [
             (run.id, run.workflow_name, run.status, when(run.created_at), when(run.finished_at))
@@ -157,61 +181,12 @@ class Command(BaseCommand):
         ]
         self.stdout.write(table(("ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED"), rows))
 
-    def runs_show(self, options: dict[str, Any]) -> None:
-        """Show a run: where it is, its input, and its result or error."""
-        run = get_run(options["run_id"])
-        details = _run_details(run)
-        if options["json"]:
-            self.stdout.write(dumps(details))
-            return
-        facts = [
-            ("Run", run.id),
-            ("Workflow", run.workflow_name),
-            ("Status", run.status),
-            *self._cancellation(run),
-            ("Waiting for", run.waiting_for or "-"),
-            ("Queue", f"{run.queue} (priority {run.priority})"),
-            ("Attempt", run.attempt),
-            ("Idempotency key", run.idempotency_key or "-"),
-            ("Created", when(run.created_at)),
-            ("Started", when(run.started_at)),
-            ("Finished", when(run.finished_at)),
-            ("Duration", _duration(details["duration_seconds"])),
-            *self._family(run, details["children_count"]),
-        ]
-        lines = [f"{label + ':':<17}{value}" for label, value in facts]
-        lines += ["Input:", indent(dumps(details["input"]))]
-        if run.status == durable.RunStatus.COMPLETED:
-            lines += ["Result:", indent(dumps(details["result"]))]
-        if run.error:
-            lines.append(f"Error:           {display.error_summary(run.error)}")
-            if run.error.get("traceback"):
-                lines += ["Traceback:", indent(str(run.error["traceback"]).rstrip())]
-        self.stdout.write("\n".join(lines))
-
-    @staticmethod
-    def _cancellation(run: Run) -> list[tuple[str, Any]]:
-        if run.cancel_requested_at is None:
-            return []
-        reason = f": {run.cancel_reason}" if run.cancel_reason else ""
-        return [("Cancellation", f"requested {when(run.cancel_requested_at)}{reason}")]
-
-    @staticmethod
-    def _family(run: Run, children: int) -> list[tuple[str, Any]]:
-        facts: list[tuple[str, Any]] = []
-        if run.parent_id is not None:
-            policy = f"if the parent finishes first: {run.parent_close}"
-            facts.append(("Parent", f"{run.parent_id} (depth {run.depth}; {policy})"))
-        if children:
-            facts.append(("Children", f"{children} (durable runs children {run.id})"))
-        return facts
-
     def runs_steps(self, options: dict[str, Any]) -> None:
         """List the operations a run recorded, in order."""
-        steps = list(get_run(options["run_id"]).steps.order_by("position"))
+        steps = list(target_run(options).steps.order_by("position"))
         if options["json"]:
             data = [
-                {**_fields(step, STEP_FIELDS), "result": step.get_result(), "error": step.error}
+                {**fields(step, STEP_FIELDS), "result": step.get_result(), "error": step.error}
                 for step in steps
             ]
             self.stdout.write(dumps(data))
@@ -222,7 +197,7 @@ class Command(BaseCommand):
                 step.kind,
                 step.name,
                 step.status,
-                step.attempts,
+                display.attempts_text(step),
                 _duration(None if step.duration_ms is None else step.duration_ms / 1e3),
                 display.error_summary(step.error) or display.preview(step.result),
             )
@@ -233,14 +208,14 @@ class Command(BaseCommand):
 
     def start(self, options: dict[str, Any]) -> None:
         """Start a run and print its id; with --wait, its result too."""
-        args = json_option(options["args_json"], list, "--args")
-        kwargs = json_option(options["kwargs_json"], dict, "--kwargs")
+        check_one_stdin(options, (ARGS, KWARGS))
+        args = ARGS.value(options, list)
+        kwargs = KWARGS.value(options, dict)
         for option in ("delay", "wait"):
-            value = options[option]
-            if value is not None and value < 0:
-                raise CommandError(f"--{option} cannot be negative.")
-            if value is not None and value != value:
-                raise CommandError(f"--{option} must be a number of seconds, not NaN.")
+            try:
+                optional_seconds(options[option], f"--{option}")
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
         try:
             handle = durable.start(
                 options["workflow"],
@@ -260,7 +235,7 @@ class Command(BaseCommand):
             result = handle.result(timeout=options["wait"])
         except durable.WorkflowFailed as exc:
             if exc.traceback:
-                self.stderr.write(exc.traceback.rstrip())
+                self.stderr.write(clean_lines(exc.traceback.rstrip()))
             raise CommandError(str(exc)) from None
         except TimeoutError as exc:
             raise CommandError(str(exc)) from None
@@ -272,7 +247,7 @@ class Command(BaseCommand):
         workers = list(WorkerProcess.objects.using(alias).order_by("-started_at"))
         if options["json"]:
             data = [
-                {**_fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker)}
+                {**fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker)}
                 for worker in workers
             ]
             self.stdout.write(dumps(data))

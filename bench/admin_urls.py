@@ -1,0 +1,6 @@
+"""URLs of the admin dashboard benchmark: Django's admin, nothing else."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [path("admin/", admin.site.urls)]

@@ -1,0 +1,37 @@
+"""The time django-durable goes by: the real time, moved forward by tests.
+
+``django_durable.testing.time_machine()`` lets a test move this clock forward
+(``skip(timedelta(days=3))``), so that a run sleeping three days becomes due at once. The
+offset is the process's, read by every thread: the timers of the in-process worker, the
+engine's ``ctx.now()``, and the SQL, which adds it to the database's ``now()``.
+
+Outside such a test nothing is skipped: :func:`skipped` is ``0.0``, callers take their
+usual path and the SQL text does not change (``now()`` on PostgreSQL, so its prepared
+statements stay the same).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+_skipped = 0.0  # seconds a test moved the clock forward
+
+
+def skipped() -> float:
+    """Return how many seconds a test moved the clock forward (``0.0`` outside tests)."""
+    return _skipped
+
+
+def now() -> datetime:
+    """Return the current time, moved forward by what a test skipped."""
+    if _skipped:
+        return timezone.now() + timedelta(seconds=_skipped)
+    return timezone.now()
+
+
+def set_skipped(seconds: float) -> None:
+    """Move the clock to ``seconds`` ahead of the real time (``django_durable.testing``)."""
+    global _skipped
+    _skipped = float(seconds)

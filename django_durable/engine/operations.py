@@ -1,0 +1,70 @@
+"""The small values one execution works with: positioned operations, its clock, streams."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+# Asked before every new operation: a signal to raise (lease lost, cancelled, stopping).
+Interrupt = Callable[[], BaseException | None]
+
+
+class Clock:
+    """The database's time, read at claim and advanced by the local monotonic clock."""
+
+    def __init__(self, db_now: datetime) -> None:
+        self._base = db_now
+        self._started = time.monotonic()
+
+    def now(self) -> datetime:
+        """Return the current database time."""
+        return self._base + timedelta(seconds=time.monotonic() - self._started)
+
+
+@dataclasses.dataclass(slots=True)
+class StreamCursor:
+    """The next offset of a stream this run writes, and whether it closed it."""
+
+    next_offset: int = 0
+    closed: bool = False
+
+    def advance(self, offset: int, kind: str) -> None:
+        """Account for a recorded write (``stream``) or close (``close_stream``) at ``offset``."""
+        self.next_offset = max(self.next_offset, offset + 1)
+        self.closed = self.closed or kind == "close_stream"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Operation:
+    """A durable operation at a position, and its record if one exists."""
+
+    position: int
+    kind: str
+    name: str
+    attempts: int  # attempts recorded before this one
+    replayed: bool  # the outcome is recorded; nothing runs
+
+
+def aware(value: datetime) -> datetime:
+    """Return ``value`` if it is an aware datetime (what ``sleep_until`` takes)."""
+    if not isinstance(value, datetime):
+        raise TypeError("sleep_until() takes a datetime.")
+    if timezone.is_naive(value):
+        raise ValueError("sleep_until() takes an aware datetime (with a timezone).")
+    return value
+
+
+def raise_signal(value: Any) -> Any:
+    """Raise ``value`` if an operation returned a signal (an exception), else return it.
+
+    Operations return their signals instead of raising them, so that nothing is raised
+    across the thread boundary of an async workflow.
+    """
+    if isinstance(value, BaseException):
+        raise value
+    return value

@@ -1,0 +1,1 @@
+"""Orchestration: cron schedules and event triggers, which start runs through the client."""

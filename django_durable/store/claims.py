@@ -1,0 +1,321 @@
+"""Claiming runs and holding them: the claim, the fenced transitions, leases and recovery.
+
+Every write a worker makes about a run it holds is *fenced*: it applies only while the
+run is still ``running`` under the lease token the worker claimed it with. On PostgreSQL
+claims use ``FOR UPDATE SKIP LOCKED`` and times come from the database's ``now()``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+
+from ..core import clock
+from ..core.conf import get_settings
+from ..core.statuses import RunStatus
+from .checkpoints import load_steps_of
+from .dialect import NOW, Dialect, Raw, dialect, execute, notify, notifying
+from .records import Claim, Recovered, StepRecord
+
+_JSON_COLUMNS = frozenset({"result", "error", "input"})
+
+
+def run_status(run_id: uuid.UUID, *, alias: str | None = None) -> str | None:
+    """Return the run's status (``None`` if there is no such run): one column, no model."""
+    d = dialect(alias)
+    rows = execute(
+        d, "SELECT status FROM durable_run WHERE id = %(run)s", {"run": d.store_uuid(run_id)}
+    ).rows
+    return str(rows[0][0]) if rows else None
+
+
+# The columns a claim returns, in the order ``_claim()`` reads them.
+_CLAIMED = (
+    "id, workflow_name, input, lease_token, attempt, queue, deadline_at, parent_id, depth, "
+    "owner_id, cancel_requested_at, cancel_reason, trace_context, forked_from_id"
+)
+
+
+def claim_runs(
+    *,
+    worker_id: str,
+    queues: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    exclude: Iterable[uuid.UUID] = (),
+    workflows: Sequence[str] | None = None,
+    alias: str | None = None,
+) -> list[Claim]:
+    """Claim up to ``limit`` ready runs of ``queues`` for ``worker_id``, best priority first.
+
+    ``exclude`` (the worker's own in-flight runs) is never claimed again, even if their
+    lease ran out and they were handed back meanwhile. With ``workflows`` (the names the
+    worker's code registers) only runs of those are claimed: the others wait for a worker
+    that knows them. One statement: it picks the runs, marks them ``running`` under a new
+    lease token, and returns what the engine needs.
+    """
+    if workflows is not None and not workflows:
+        return []
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id, "limit": limit}
+    excluded = [d.store_uuid(run_id) for run_id in exclude]
+    sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
+    local_now = clock.now()
+    rows = execute(d, sql, params).rows
+    # Runs claimed before have records, and so do forks (copied): read them all in one
+    # query (new runs have none).
+    resumed = [d.read_uuid(row[0]) for row in rows if int(row[3]) > 1 or row[13] is not None]
+    records = load_steps_of(resumed, alias=alias) if resumed else {}
+    claims = [_claim(d, row, records, row[14] if d.pg else local_now) for row in rows]
+    # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
+    return sorted(claims, key=lambda claim: claim.run_id)
+
+
+def _claim_sql(
+    d: Dialect,
+    params: dict[str, Any],
+    queues: Sequence[str],
+    excluded: list[Any],
+    workflows: Sequence[str] | None,
+    lease_seconds: float,
+) -> str:
+    """Return the claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer on SQLite.
+
+    The workflow names are a filter on the rows the ready index yields, not a way in:
+    runs of unknown workflows are rare and short-lived (a deploy), so the scan stays the
+    claim's index scan, skipping them.
+    """
+    pick = (
+        "SELECT id FROM durable_run WHERE status = 'pending' "
+        f"AND queue IN ({d.in_list('q', queues, params)}) "
+        f"AND available_at <= {d.now(params)}"
+    )
+    if excluded:
+        pick += f" AND id NOT IN ({d.in_list('x', excluded, params)})"
+    if workflows is not None:
+        pick += f" AND {d.any_of('workflow_name', 'wf', sorted(workflows), params)}"
+    pick += " ORDER BY priority DESC, available_at, id LIMIT %(limit)s"
+    sets = (
+        "status = 'running', claimed_by = %(worker)s, lease_token = lease_token + 1, "
+        f"lease_expires_at = {d.later(lease_seconds, params)}, "
+        f"started_at = COALESCE(started_at, {d.now(params)}), updated_at = {d.now(params)}"
+    )
+    if not d.pg:
+        return f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {_CLAIMED}"
+    qualified = ", ".join(f"durable_run.{column}" for column in _CLAIMED.split(", "))
+    return (
+        f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
+        f"FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}, {d.now(params)}"
+    )
+
+
+def _claim(
+    d: Dialect,
+    row: tuple[Any, ...],
+    records: dict[uuid.UUID, dict[int, StepRecord]],
+    db_now: datetime,
+) -> Claim:
+    """Return the claim of one row the claim statement returned."""
+    run_id = d.read_uuid(row[0])
+    return Claim(
+        run_id=run_id,
+        workflow_name=row[1],
+        input=row[2],
+        token=int(row[3]),
+        attempt=int(row[4]),
+        queue=row[5],
+        deadline_at=d.read_datetime(row[6]),
+        db_now=db_now,
+        records=records.get(run_id, {}),
+        parent_id=None if row[7] is None else d.read_uuid(row[7]),
+        depth=int(row[8]),
+        owner_id=row[9],
+        cancel_reason=None if row[10] is None else str(row[11] or ""),
+        trace_context=row[12],
+    )
+
+
+def update_claimed_run(
+    claim: Claim,
+    values: dict[str, Any],
+    *,
+    notify: str | None = None,
+    alias: str | None = None,
+) -> bool:
+    """Apply ``values`` to the run if the claim still holds it; return whether it did.
+
+    ``values`` maps column to value: ``NOW`` is the database's time, JSON columns take
+    JSON text. ``notify="run"`` tells waiting clients the run changed, ``"queue"`` wakes
+    workers of its queue (PostgreSQL NOTIFY, delivered on commit).
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "token": claim.token}
+    sets = []
+    for column, value in values.items():
+        if value is NOW:
+            sets.append(f"{column} = {d.now(params)}")
+            continue
+        if isinstance(value, Raw):
+            sets.append(f"{column} = {value.replace('NOW()', d.now(params))}")
+            continue
+        if isinstance(value, datetime):
+            value = d.store_datetime(value)
+        params[f"v_{column}"] = value
+        sql_type = "jsonb" if column in _JSON_COLUMNS else None
+        sets.append(f"{column} = {d.param(f'v_{column}', sql_type)}")
+    sql = (
+        f"UPDATE durable_run SET {', '.join(sets)} "
+        "WHERE id = %(run)s AND lease_token = %(token)s AND status = 'running'"
+    )
+    if d.pg and notify:
+        payload = "'r:' || id::text" if notify == "run" else "'q:' || queue"
+        sql = notifying(d, f"{sql} RETURNING id, queue", payload, params)
+        return len(execute(d, sql, params).rows) == 1
+    return execute(d, sql, params).rowcount == 1
+
+
+def released_values() -> dict[str, Any]:
+    """Return the columns that end a claim: no worker, no lease, no recoveries pending."""
+    return {"claimed_by": None, "lease_expires_at": None, "recoveries": 0, "updated_at": NOW}
+
+
+def wake_due_runs(*, limit: int = 1000, alias: str | None = None) -> int:
+    """Make waiting runs whose wake time has come pending again; return how many."""
+    d = dialect(alias)
+    params: dict[str, Any] = {"limit": limit}
+    now = d.now(params)
+    pick = (
+        f"SELECT id FROM durable_run WHERE status = 'waiting' AND wake_at <= {now} "
+        "ORDER BY wake_at LIMIT %(limit)s"
+    )
+    sets = (
+        "status = 'pending', available_at = wake_at, wake_at = NULL, wake_on = NULL, "
+        f"waiting_for = '', updated_at = {now}"
+    )
+    if d.pg:
+        params["channel"] = get_settings().NOTIFY_CHANNEL
+        sql = (
+            f"WITH due AS ({pick} FOR UPDATE SKIP LOCKED), woken AS (UPDATE durable_run "
+            f"SET {sets} FROM due WHERE durable_run.id = due.id RETURNING queue) "
+            "SELECT n, pg_notify(%(channel)s, 'q:' || queue) FROM "
+            "(SELECT queue, count(*) AS n FROM woken GROUP BY queue) AS per_queue"
+        )
+        return sum(int(row[0]) for row in execute(d, sql, params).rows)
+    return execute(d, f"UPDATE durable_run SET {sets} WHERE id IN ({pick})", params).rowcount
+
+
+def recover_expired_runs(
+    *, max_recoveries: int, error: str, limit: int = 100, alias: str | None = None
+) -> list[Recovered]:
+    """Take back runs whose lease expired, failing those lost more than ``max_recoveries``.
+
+    Returns what became of each run, and which worker lost it. Rows another transaction
+    has locked (a stalled worker inside an atomic step) are skipped until it lets go.
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"limit": limit, "max": max_recoveries, "error": error}
+    now = d.now(params)
+    pick = (
+        f"SELECT id, claimed_by FROM durable_run WHERE status = 'running' "
+        f"AND lease_expires_at < {now} ORDER BY lease_expires_at LIMIT %(limit)s"
+    )
+    over = "recoveries >= %(max)s"
+    sets = (
+        f"status = CASE WHEN {over} THEN '{RunStatus.FAILED}' ELSE '{RunStatus.PENDING}' END, "
+        f"error = CASE WHEN {over} THEN {d.param('error', 'jsonb')} ELSE error END, "
+        f"finished_at = CASE WHEN {over} THEN {now} ELSE NULL END, "
+        "recoveries = recoveries + 1, claimed_by = NULL, lease_expires_at = NULL, "
+        f"available_at = {now}, updated_at = {now}"
+    )
+    changed = "durable_run.id, durable_run.status, durable_run.queue, durable_run.workflow_name"
+    if d.pg:
+        sql = (
+            f"WITH expired AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
+            "FROM expired WHERE durable_run.id = expired.id "
+            f"RETURNING {changed}, durable_run.recoveries, expired.claimed_by"
+        )
+        rows = execute(d, sql, params).rows
+    else:  # RETURNING gives the new values only: read who held them first, in one writer
+        with transaction.atomic(using=d.connection.alias):
+            holders = dict(execute(d, pick, params).rows)
+            ids = d.in_list("r", list(holders), params)
+            sql = (
+                f"UPDATE durable_run SET {sets} WHERE id IN ({ids}) "
+                f"RETURNING {changed.replace('durable_run.', '')}, recoveries"
+            )
+            rows = [(*row, holders[row[0]]) for row in execute(d, sql, params).rows] if ids else []
+    notify(
+        [f"r:{d.read_uuid(r[0])}" if r[1] == RunStatus.FAILED else f"q:{r[2]}" for r in rows],
+        alias=alias,
+    )
+    return [
+        Recovered(
+            run_id=d.read_uuid(row[0]),
+            status=str(row[1]),
+            workflow_name=str(row[3]),
+            recoveries=int(row[4]),
+            lost_worker=None if row[5] is None else str(row[5]),
+        )
+        for row in rows
+    ]
+
+
+def extend_leases(
+    worker_id: str,
+    run_ids: Sequence[uuid.UUID],
+    lease_seconds: float,
+    *,
+    alias: str | None = None,
+) -> dict[uuid.UUID, str | None]:
+    """Extend the leases this worker still holds.
+
+    Returns the ids it still holds, each with the reason it was asked to cancel (``None``
+    if it was not): the heartbeat is how a cancellation reaches a run when no NOTIFY does.
+    """
+    if not run_ids:
+        return {}
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id}
+    ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
+    sql = (
+        f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
+        f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) "
+        "RETURNING id, cancel_requested_at, cancel_reason"
+    )
+    return {
+        d.read_uuid(row[0]): None if row[1] is None else str(row[2] or "")
+        for row in execute(d, sql, params).rows
+    }
+
+
+def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:
+    """Hand back every run this worker still holds (it is exiting); return how many."""
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id}
+    now = d.now(params)
+    sql = (
+        "UPDATE durable_run SET status = 'pending', claimed_by = NULL, "
+        f"lease_expires_at = NULL, available_at = {now}, updated_at = {now} "
+        "WHERE claimed_by = %(worker)s AND status = 'running'"
+    )
+    if d.pg:
+        sql = notifying(d, f"{sql} RETURNING queue", "'q:' || queue", params)
+        return len(execute(d, sql, params).rows)
+    return execute(d, sql, params).rowcount
+
+
+def cancel_reason(run_id: uuid.UUID, *, alias: str | None = None) -> str | None:
+    """Return why the run was asked to cancel, or ``None`` if it was not."""
+    d = dialect(alias)
+    rows = execute(
+        d,
+        "SELECT cancel_requested_at, cancel_reason FROM durable_run WHERE id = %(run)s",
+        {"run": d.store_uuid(run_id)},
+    ).rows
+    if not rows or rows[0][0] is None:
+        return None
+    return str(rows[0][1] or "")

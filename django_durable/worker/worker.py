@@ -1,0 +1,426 @@
+"""The worker: claim runnable runs, hold their leases, execute them, store the outcome.
+
+``Worker.run_once()`` does one round in the calling thread (tests use it); ``run()`` is
+the long-lived loop of ``manage.py run_workflow_worker``: a thread pool executes runs,
+a heartbeat thread renews leases, and on PostgreSQL a LISTEN connection wakes the loop
+as soon as work is committed, with polling as the fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    connections,
+    reset_queries,
+)
+
+from ..core import clock, logfields, telemetry
+from ..core.conf import get_settings, queue_limits
+from ..core.durations import to_seconds
+from ..declarations.registry import registered_workflows
+from ..engine import execution
+from ..engine.execution import Outcome
+from ..exceptions import Cancelled, LeaseLost, SuspendRun
+from ..orchestration.schedules import sync_code_schedules
+from ..orchestration.triggers import notify_keys
+from ..store import announce, claims
+from ..store.claims import cancel_reason, release_worker_runs
+from ..store.dialect import NOW
+from ..store.notify import get_listener
+from ..store.offloop import call_off_loop
+from ..store.records import Claim
+from . import observe
+from .claiming import check_connections, claim_ready
+from .heartbeat import Heartbeat
+from .inflight import InFlight
+from .maintenance import maintain
+from .outcomes import OutcomeStore
+from .presence import mark_stopped, new_worker_id, register
+from .threads import ExecutionThreads
+from .unknown import UnknownWorkflows
+
+logger = logging.getLogger("django_durable")
+
+_DB_ERRORS = (DatabaseError, InterfaceError)
+
+
+def _positive(value: float | None, default: float, what: str) -> float:
+    if value is None:
+        return default
+    if value <= 0:
+        raise ValueError(f"The {what} must be greater than 0, not {value}.")
+    return value
+
+
+class Worker:
+    """Executes runs of the given queues, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        *,
+        queues: list[str] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        poll_interval: float | None = None,
+        lease_seconds: float | None = None,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        conf = get_settings()
+        self.alias = conf.DATABASE
+        self.id = new_worker_id()
+        self.queues = list(dict.fromkeys(queues or [conf.DEFAULT_QUEUE]))
+        self.concurrency = int(_positive(concurrency, conf.WORKER_CONCURRENCY, "concurrency"))
+        self.burst = burst
+        self.poll_interval = _positive(poll_interval, conf.POLL_INTERVAL, "poll interval")
+        self.lease_seconds = _positive(lease_seconds, conf.LEASE_SECONDS, "lease")
+        self.heartbeat_interval = (
+            min(conf.heartbeat_interval, self.lease_seconds / 3)
+            if lease_seconds
+            else conf.heartbeat_interval
+        )
+        self.shutdown_timeout = conf.SHUTDOWN_TIMEOUT
+        if shutdown_timeout is not None:
+            self.shutdown_timeout = to_seconds(shutdown_timeout, "shutdown_timeout=")
+        self.max_recoveries = conf.MAX_RECOVERIES
+        self._inflight: dict[uuid.UUID, InFlight] = {}
+        # Claims whose give-up could not be written (the database was down): handed back
+        # as soon as it answers again, rather than when their leases run out.
+        self._unreleased: list[Claim] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._draining = threading.Event()
+        self._forced = threading.Event()
+        self._next_maintenance = 0.0
+        # The last claim filled every free slot: more may be ready, claim when one frees.
+        self._saturated = False
+        self._db_offset = timedelta(0)  # database time minus local time, from the last claim
+        # PostgreSQL's LISTEN connection (None on SQLite): wakes the loop, hears cancels.
+        self._listener = get_listener(self.alias)
+        self._outcomes = OutcomeStore(
+            self.alias,
+            worker_id=self.id,
+            db_now=self._db_now,
+            hint_wake=self._hint_wake,
+            give_up=self._give_up,
+        )
+        self._unknown = UnknownWorkflows(
+            worker_id=self.id,
+            queues=self.queues,
+            poll_interval=self.poll_interval,
+            alias=self.alias,
+        )
+        logfields.install()  # its log lines say which run they are about
+        observe.watch(self)  # its gauges, with OpenTelemetry
+
+    # --- one round, no threads ---------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Wake due runs, recover lost ones, then claim and execute runs here; return how many."""
+        self.maintain()
+        claims = self.claim(self.concurrency)
+        for claim in claims:
+            self.process(claim)
+        return len(claims)
+
+    def maintain(self) -> None:
+        """Do the rounds every worker shares, at most once per poll interval.
+
+        Make due waiting runs pending, take back runs whose workers vanished, start the
+        runs of due schedule ticks, and hand pending events to the workflows they trigger.
+        Then, less often, look for ready runs of workflows this worker does not know.
+        """
+        self._next_maintenance = time.monotonic() + self.poll_interval
+        maintain(worker_id=self.id, max_recoveries=self.max_recoveries, alias=self.alias)
+        self._unknown.look(registered_workflows())
+
+    def claim(self, limit: int) -> list[Claim]:
+        """Claim up to ``limit`` ready runs and mark them in flight."""
+        if limit <= 0:
+            return []
+        with self._lock:
+            exclude = list(self._inflight)
+        claims = claim_ready(
+            worker_id=self.id,
+            queues=self.queues,
+            limit=limit,
+            lease_seconds=self.lease_seconds,
+            exclude=exclude,
+            workflows=sorted(registered_workflows()),  # the others wait for a worker that knows
+            alias=self.alias,
+        )
+        with self._lock:
+            for claim in claims:
+                entry = self._inflight[claim.run_id] = InFlight(claim)
+                if self._listener is not None:
+                    self._listener.subscribe([f"x:{claim.run_id}"], entry.heard_cancel)
+        if claims:
+            self._db_offset = claims[-1].db_now - clock.now()
+            announce.runs_started(claims, worker_id=self.id, alias=self.alias)
+        return claims
+
+    def process(self, claim: Claim) -> Outcome | None:
+        """Execute a claimed run and store its outcome; never raises."""
+        with self._lock:
+            entry = self._inflight.setdefault(claim.run_id, InFlight(claim))
+        check_connections()
+        fields = logfields.RunFields(str(claim.run_id), claim.workflow_name, claim.attempt, self.id)
+        logged = logfields.current_run.set(fields)
+        try:
+            with self._span(claim) as span:
+                outcome = execution.execute(
+                    claim, alias=self.alias, interrupt=lambda: self._interrupt(entry)
+                )
+                span.outcome(outcome.kind)
+                self._outcomes.store(claim, outcome)
+            return outcome
+        except Exception:
+            logger.exception("Worker %s could not execute run %s", self.id, claim.run_id)
+            self._give_up(claim)
+            return None
+        except BaseException:  # a KeyboardInterrupt raised by the run: not ours to keep
+            self._give_up(claim)
+            raise
+        finally:
+            logfields.current_run.reset(logged)
+            if django_settings.DEBUG:
+                reset_queries()  # the query log would grow for ever
+            check_connections()
+            with self._lock:
+                done = self._inflight.pop(claim.run_id, None)
+            if done is not None and self._listener is not None:
+                self._listener.unsubscribe([f"x:{claim.run_id}"], done.heard_cancel)
+            if self._may_claim_after(claim):
+                self._wake.set()
+
+    def _span(self, claim: Claim) -> Any:
+        """Return the span of this execution of ``claim`` (a no-op without OpenTelemetry)."""
+        return telemetry.run_span(
+            run_id=str(claim.run_id),
+            workflow_name=claim.workflow_name,
+            attempt=claim.attempt,
+            queue=claim.queue,
+            worker_id=self.id,
+            trace_context=claim.trace_context,
+        )
+
+    def _may_claim_after(self, claim: Claim) -> bool:
+        """Return whether the end of ``claim`` should wake the loop to claim again at once.
+
+        On PostgreSQL every new piece of ready work NOTIFYs the loop, so it is woken only
+        when it stopped claiming for want of a free slot, when the run's queue has limits
+        (a finished run frees a place there, and nothing says so), or when it is stopping
+        or in burst mode (it counts the runs in flight). Waking it after every run would
+        cost a claim's round trip, at the moment the run's result is being read.
+        """
+        return (
+            self._listener is None
+            or self._saturated
+            or self.burst
+            or self._draining.is_set()
+            or queue_limits(claim.queue) is not None
+        )
+
+    def _interrupt(self, entry: InFlight) -> BaseException | None:
+        if entry.lost:
+            return LeaseLost(f"The lease of run {entry.claim.run_id} was taken over.")
+        if self._draining.is_set():
+            return SuspendRun("the worker is shutting down", release=True)
+        if entry.cancel_heard and entry.cancel_reason is None:
+            # Asked on an async workflow's event loop thread too: read from another thread.
+            entry.cancel_reason = call_off_loop(cancel_reason, entry.claim.run_id, alias=self.alias)
+        if entry.cancel_reason is not None:
+            return Cancelled(entry.cancel_reason)
+        return None
+
+    def _db_now(self) -> datetime:
+        return clock.now() + self._db_offset  # a test clock moved forward moves it too
+
+    def _hint_wake(self, wake_at: datetime) -> None:
+        """Run maintenance when ``wake_at`` comes, if that is before the next round."""
+        seconds = (wake_at - self._db_now()).total_seconds()
+        self._next_maintenance = min(self._next_maintenance, time.monotonic() + max(0.0, seconds))
+        self._wake.set()
+
+    def _give_up(self, claim: Claim) -> None:
+        """End this worker's claim as if it had died: expire its lease now.
+
+        The next maintenance round takes the run back and counts a recovery, so a run
+        that cannot make progress (its writes keep failing, it breaks the engine) fails
+        after MAX_RECOVERIES attempts instead of being retried forever.
+        """
+        try:
+            released = claims.update_claimed_run(claim, {"lease_expires_at": NOW}, alias=self.alias)
+        except Exception:
+            logger.warning("Could not give up run %s yet; trying again soon", claim.run_id)
+            connections[self.alias].close()
+            with self._lock:
+                self._unreleased.append(claim)
+            return
+        if released:  # not when another worker already took it over
+            self._next_maintenance = 0.0  # take it back now, not at the next round
+
+    def _retry_give_ups(self) -> None:
+        """Give up the claims that could not be given up while the database was down."""
+        with self._lock:
+            pending, self._unreleased = self._unreleased, []
+        for claim in pending:
+            self._give_up(claim)  # fenced: a no-op if the lease was already taken back
+
+    # --- the long-running loop --------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop claiming; in-flight runs finish their current step and are handed back."""
+        self._draining.set()
+        self._wake.set()
+
+    def force_stop(self) -> None:
+        """Stop now: hand back every run this worker holds, without waiting."""
+        self._forced.set()
+        self._draining.set()
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Return how many runs this worker is executing."""
+        with self._lock:
+            return len(self._inflight)
+
+    def run(self) -> bool:
+        """Work until stopped (or, with ``burst``, until nothing is ready); return True if clean.
+
+        Clean means every in-flight run finished or was handed back at a step boundary.
+        """
+        if not self._start_up():
+            return True  # stopped before the database ever answered: nothing was claimed
+        listener = self._listener
+        keys = [f"q:{queue}" for queue in self.queues]
+        trigger_keys = notify_keys()
+        if listener is not None:
+            listener.subscribe(keys, self._wake.set)
+            listener.subscribe(trigger_keys, self._maintain_soon)
+        heartbeat = Heartbeat(
+            self.id,
+            self._inflight,
+            self._lock,
+            interval=self.heartbeat_interval,
+            lease_seconds=self.lease_seconds,
+            alias=self.alias,
+        )
+        heartbeat.start()
+        threads = ExecutionThreads(self.concurrency, self.process, worker_id=self.id)
+        threads.start()
+        logger.info(
+            "Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency
+        )
+        clean = False
+        try:
+            self._loop(threads)
+            clean = self._drain()
+            return clean
+        finally:
+            if listener is not None:
+                listener.unsubscribe(keys, self._wake.set)
+                listener.unsubscribe(trigger_keys, self._maintain_soon)
+            heartbeat.stop()
+            threads.stop(join=clean)
+            self._unregister()
+            observe.forget(self)
+
+    def _maintain_soon(self) -> None:  # called from the listener's thread
+        """Run maintenance (which dispatches event triggers) on the next loop."""
+        self._next_maintenance = 0.0
+        self._wake.set()
+
+    def _loop(self, threads: ExecutionThreads) -> None:
+        failures = 0
+        while not self._draining.is_set():
+            self._wake.clear()
+            try:
+                if self._unreleased:
+                    self._retry_give_ups()
+                if time.monotonic() >= self._next_maintenance:
+                    self.maintain()
+                free = self.concurrency - self.in_flight
+                claims = self.claim(free)
+                failures = 0
+            except _DB_ERRORS as exc:
+                failures += 1
+                # The first failure is often a connection the server dropped while this
+                # worker was idle (a restart): closed below, the next try reconnects at once.
+                # The listener wakes us when it reconnects: the database is back.
+                self._wait_for_database(exc, min(self.poll_interval * (failures - 1), 10.0))
+                continue
+            self._saturated = len(claims) >= free
+            for claim in claims:
+                threads.put(claim)
+            if self.burst and not claims and self.in_flight == 0:
+                logger.info("Worker %s: nothing left to run (burst mode)", self.id)
+                return
+            if claims and len(claims) == free:
+                self._wake.wait(self.poll_interval)  # slots are full: wait for one to free
+                continue
+            pause = max(0.0, min(self.poll_interval, self._next_maintenance - time.monotonic()))
+            self._wake.wait(pause)
+
+    def _drain(self) -> bool:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.in_flight and time.monotonic() < deadline and not self._forced.is_set():
+            self._wake.wait(0.1)
+            self._wake.clear()
+        if not self.in_flight:
+            return True
+        try:
+            released = release_worker_runs(self.id, alias=self.alias)
+            logger.warning("Worker %s handed back %d runs still executing", self.id, released)
+        except _DB_ERRORS:
+            logger.warning(
+                "Worker %s could not hand back its runs; their leases will expire", self.id
+            )
+        return False
+
+    def _start_up(self) -> bool:
+        """Register and sync the code's schedules, waiting for the database if it is down.
+
+        A worker started while the database restarts (a deploy, a failover) waits for it
+        instead of exiting; return False if told to stop first.
+        """
+        failures = 0
+        while not self._draining.is_set():
+            try:
+                self._register()
+                sync_code_schedules(alias=self.alias)
+                return True
+            except _DB_ERRORS as exc:
+                failures += 1
+                self._wait_for_database(exc, min(0.5 * failures, 10.0), " at start")
+        return False
+
+    def _wait_for_database(self, exc: Exception, pause: float, when: str = "") -> None:
+        """Log a database error, drop the connection, and wait ``pause`` seconds.
+
+        Cut short by a stop request or by the listener reconnecting (both set ``_wake``;
+        nothing else does before ``run()`` subscribes, so the wait at start is a full one).
+        """
+        logger.warning(
+            "Worker %s: database unavailable%s (%s); retrying in %.1fs", self.id, when, exc, pause
+        )
+        connections[self.alias].close()
+        self._wake.wait(pause)
+
+    def _register(self) -> None:
+        register(self.id, queues=self.queues, concurrency=self.concurrency, alias=self.alias)
+
+    def _unregister(self) -> None:
+        try:
+            mark_stopped(self.id, alias=self.alias)
+        except _DB_ERRORS:
+            logger.warning("Worker %s could not record that it stopped", self.id)

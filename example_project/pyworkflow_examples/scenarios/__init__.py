@@ -1,0 +1,1 @@
+"""The scenarios of pyworkflow's examples: what each starts, measures and checks."""

@@ -1,0 +1,31 @@
+"""Tests of ``django_durable/store/checks.py``: the system checks of the database."""
+
+from __future__ import annotations
+
+from django.core.management import call_command
+
+
+def test_system_check_warns_about_sqlite_without_immediate_transactions(settings):
+    from django_durable.store.checks import check_database
+
+    if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        assert check_database() == []
+        options = settings.DATABASES["default"]["OPTIONS"]
+        settings.DATABASES["default"]["OPTIONS"] = {}
+        try:
+            from django.db import connections
+
+            connections["default"].settings_dict["OPTIONS"] = {}
+            [warning] = check_database()
+            assert warning.id == "django_durable.W001"
+        finally:
+            connections["default"].settings_dict["OPTIONS"] = options
+    else:
+        assert check_database() == []
+    settings.DJANGO_DURABLE = {"DATABASE": "missing"}
+    [error] = check_database()
+    assert error.id == "django_durable.E001"
+
+
+def test_manage_py_check_passes():
+    call_command("check", "--fail-level", "WARNING")

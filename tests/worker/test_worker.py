@@ -1,0 +1,390 @@
+"""Leases, fencing, recovery and draining, driven step by step in this process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+import django_durable as durable
+from django_durable import Worker
+from django_durable.core.statuses import StepStatus
+from django_durable.engine import execution
+from django_durable.exceptions import LeaseLost
+from django_durable.models import Run, RunStatus, Step, WorkerProcess
+from django_durable.store import checkpoints
+from django_durable.store import claims as store_claims
+from django_durable.testing import run_all
+from django_durable.worker.heartbeat import Heartbeat
+from tests.conftest import ON_POSTGRES, wait_for
+from tests.testapp import workflows as wf
+from tests.testapp.models import Execution, SideEffect
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def expire(handle) -> None:
+    Run.objects.filter(pk=handle.id).update(
+        lease_expires_at=timezone.now() - dt.timedelta(seconds=1)
+    )
+
+
+def test_a_claim_takes_a_lease_and_increments_the_fencing_token():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(5)
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == RunStatus.RUNNING
+    assert run.claimed_by == worker.id
+    assert run.lease_token == claim.token == 1
+    assert run.lease_expires_at > timezone.now()
+    assert worker.claim(5) == []  # nothing else is ready
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_worker_is_fenced_out():
+    handle = wf.counted.start(3)
+    old, new = Worker(), Worker()
+    [stale] = old.claim(1)
+    expire(handle)
+    new.maintain()  # takes the run back: pending again, recoveries counted
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.recoveries, run.claimed_by) == (RunStatus.PENDING, 1, None)
+    [fresh] = new.claim(1)
+    assert fresh.token == stale.token + 1
+    # The old worker wakes up and tries to record a step: refused.
+    assert not checkpoints.record_step(
+        stale, position=0, kind="step", name="step-0", status=StepStatus.COMPLETED, result="0"
+    )
+    # ... and to complete the run: refused.
+    assert not store_claims.update_claimed_run(
+        stale, {"status": RunStatus.COMPLETED, "result": "1"}
+    )
+    # Executing with the stale claim abandons at its first checkpoint and writes nothing.
+    assert execution.execute(stale).kind == "abandoned"
+    assert not Step.objects.filter(run_id=handle.id).exists()
+    new.process(fresh)
+    assert handle.result(timeout=1) == 3
+    assert Step.objects.filter(run_id=handle.id).count() == 3
+
+
+def test_an_atomic_step_of_a_worker_that_lost_its_lease_leaves_no_trace():
+    handle = wf.atomic_counted.start(1)
+    old, new = Worker(), Worker()
+    [stale] = old.claim(1)
+    expire(handle)
+    new.maintain()
+    assert execution.execute(stale).kind == "abandoned"
+    # The step body ran, but its ORM write rolled back with the refused checkpoint.
+    assert SideEffect.objects.count() == 0
+    run_all()
+    assert handle.result(timeout=1) == 1
+    assert SideEffect.objects.filter(run_id=handle.id).count() == 1
+
+
+def test_a_run_that_keeps_losing_its_worker_fails_with_a_reason(settings):
+    settings.DJANGO_DURABLE = {**settings.DJANGO_DURABLE, "MAX_RECOVERIES": 2}
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    for expected in (1, 2):
+        worker.claim(1)
+        worker._inflight.clear()  # the worker "died" holding it
+        expire(handle)
+        worker.maintain()
+        assert Run.objects.get(pk=handle.id).recoveries == expected
+    worker.claim(1)
+    expire(handle)
+    worker.maintain()
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == RunStatus.FAILED
+    assert run.error["type"] == "django_durable.WorkerLost"
+    assert "more than 2 times in a row" in run.error["message"]
+    assert run.finished_at is not None
+
+
+def test_finishing_a_claim_normally_resets_the_recovery_count():
+    handle = wf.sleeper.start(0.05)
+    worker = Worker()
+    worker.claim(1)
+    worker._inflight.clear()
+    expire(handle)
+    worker.maintain()
+    assert Run.objects.get(pk=handle.id).recoveries == 1
+    worker.run_once()  # runs to the sleep: the claim ends normally
+    assert Run.objects.get(pk=handle.id).recoveries == 0
+
+
+def test_a_worker_never_reclaims_a_run_it_still_executes():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    expire(handle)
+    worker.maintain()  # the lease ran out while "executing"; it is pending again
+    assert worker.claim(1) == []
+    assert [c.run_id for c in Worker().claim(1)] == [claim.run_id]
+
+
+def test_heartbeat_extends_held_leases_and_spots_lost_ones():
+    first, second = wf.add.start(1, 1), wf.add.start(2, 2)
+    worker = Worker()
+    claims = worker.claim(2)
+    Run.objects.filter(pk=second.id).update(claimed_by="someone-else")
+    before = Run.objects.get(pk=first.id).lease_expires_at
+    held = store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
+    assert {str(run_id) for run_id in held} == {first.id}
+    assert Run.objects.get(pk=first.id).lease_expires_at > before + dt.timedelta(seconds=60)
+
+
+def test_a_lost_lease_spotted_by_the_heartbeat_stops_the_run_at_its_next_step():
+    handle = wf.counted.start(3)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    worker._inflight[claim.run_id].lost = True
+    worker.process(claim)
+    # Nothing ran: the first new operation saw the lost lease.
+    assert not Execution.objects.filter(run_id=handle.id).exists()
+    assert isinstance(
+        worker._interrupt(worker._inflight.get(claim.run_id) or _lost(claim)), LeaseLost
+    )
+
+
+def _lost(claim):
+    from django_durable.worker.inflight import InFlight
+
+    return InFlight(claim, lost=True)
+
+
+def test_a_draining_worker_hands_runs_back_at_a_step_boundary():
+    handle = wf.counted.start(3)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    worker.request_stop()
+    outcome = worker.process(claim)
+    assert outcome is not None and outcome.kind == "released"
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.claimed_by, run.lease_expires_at) == (RunStatus.PENDING, None, None)
+    run_all()
+    assert handle.result(timeout=1) == 3
+    assert Execution.objects.filter(run_id=handle.id).count() == 3
+
+
+def test_run_in_burst_mode_processes_everything_and_records_the_worker():
+    handles = [wf.counted.start(2) for _ in range(5)]
+    worker = Worker(burst=True, concurrency=2)
+    assert worker.run() is True
+    assert [h.result(timeout=1) for h in handles] == [1] * 5
+    record = WorkerProcess.objects.get(pk=worker.id)
+    assert record.stopped_at is not None
+    assert record.concurrency == 2 and record.queues == ["default"]
+
+
+def test_a_worker_failure_outside_the_workflow_gives_the_run_up_for_recovery(monkeypatch):
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(execution, "execute", broken)
+    [claim] = worker.claim(1)
+    assert worker.process(claim) is None
+    run = Run.objects.get(pk=handle.id)
+    # Given up like a lost worker: the lease is expired, and recovery counts it.
+    assert run.status == RunStatus.RUNNING
+    assert run.lease_expires_at <= timezone.now()
+    worker.maintain()
+    run.refresh_from_db()
+    assert (run.status, run.claimed_by, run.recoveries) == (RunStatus.PENDING, None, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"poll_interval": 0}, "poll interval must be greater than 0"),
+        ({"lease_seconds": -1}, "lease must be greater than 0"),
+        ({"concurrency": 0}, "concurrency must be greater than 0"),
+        ({"shutdown_timeout": -1}, "cannot be negative"),
+    ],
+)
+def test_worker_options_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Worker(**kwargs)
+
+
+def test_the_worker_command_refuses_bad_options():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="lease must be greater than 0"):
+        call_command("run_workflow_worker", "--lease", "-1")
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(monkeypatch, caplog):
+    from django.db import OperationalError
+
+    handle = wf.add.start(2, 3)
+    register = Worker._register
+    failures = iter([OperationalError("the database system is starting up")] * 2)
+
+    def flaky(self):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        register(self)
+
+    monkeypatch.setattr(Worker, "_register", flaky)
+    worker = Worker(burst=True)
+    assert worker.run() is True  # it waited, registered, and ran what was ready
+    assert WorkerProcess.objects.filter(pk=worker.id).exists()
+    assert handle.result(timeout=1) == 5
+    assert caplog.text.count("database unavailable at start") == 2
+
+
+def test_a_hand_back_the_database_refused_is_written_once_it_answers(monkeypatch):
+    from django.db import OperationalError
+
+    handle = wf.counted.start(2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    update = store_claims.update_claimed_run
+    monkeypatch.setattr(
+        store_claims,
+        "update_claimed_run",
+        lambda *a, **k: (_ for _ in ()).throw(OperationalError("down")),
+    )
+    worker._give_up(claim)
+    assert worker._unreleased == [claim]  # kept, not forgotten
+    assert Run.objects.get(pk=handle.id).lease_expires_at > timezone.now()
+    monkeypatch.setattr(store_claims, "update_claimed_run", update)
+    worker._retry_give_ups()  # the database is back
+    assert worker._unreleased == []
+    assert Run.objects.get(pk=handle.id).lease_expires_at <= timezone.now()
+    worker.maintain()  # takes it back at once: pending again, one recovery counted
+    run = Run.objects.get(pk=handle.id)
+    assert (run.status, run.recoveries) == (RunStatus.PENDING, 1)
+
+
+# --- what a run's end costs ----------------------------------------------------------------
+
+
+def test_a_run_that_never_started_a_child_ends_without_looking_for_children():
+    handle = wf.add.start(1, 2)
+    worker = Worker()
+    [claim] = worker.claim(1)
+    outcome = worker.process(claim)
+    assert outcome is not None
+    assert (outcome.kind, outcome.children) == ("completed", False)
+    assert handle.result(timeout=1) == 3
+
+
+def test_a_child_started_in_an_earlier_execution_is_closed_when_its_parent_ends():
+    handle = wf.parent_naps_then_leaves.start()
+    worker = Worker()
+    [claim] = worker.claim(1)
+    first = worker.process(claim)  # starts the child, then sleeps
+    assert first is not None and (first.kind, first.children) == ("suspended", True)
+    [claim] = worker.claim(1)
+    worker.process(claim)  # the child goes to sleep for an hour
+    time.sleep(0.05)  # past the parent's 10 ms nap
+    worker.maintain()
+    [claim] = worker.claim(1)
+    assert str(claim.run_id) == handle.id
+    second = worker.process(claim)  # replays the start from its record, then ends
+    assert second is not None and (second.kind, second.children) == ("completed", True)
+    run_all()  # the child, woken to stop
+    child = Run.objects.get(pk=handle.result(timeout=1))
+    assert child.status == RunStatus.CANCELLED  # parent_close="cancel", the default
+    assert child.cancel_reason == "its parent run finished"
+
+
+@pytest.mark.parametrize(
+    ("saturated", "limited", "woken_on_postgres"),
+    [(False, False, False), (True, False, True), (False, True, True)],
+)
+def test_a_run_that_ends_wakes_the_loop_only_when_it_may_claim_more(
+    settings, saturated, limited, woken_on_postgres
+):
+    """On PostgreSQL, notifications bring new work: a run's end wakes the loop only when
+    the loop stopped for want of a slot, or the queue's limits may now let another run
+    in. SQLite has no notifications: every end wakes it."""
+    if limited:
+        settings.DJANGO_DURABLE = {"QUEUES": {"default": {"concurrency": 2}}}
+    wf.add.start(1, 2)
+    worker = Worker(concurrency=2)
+    [claim] = worker.claim(1)
+    worker._saturated = saturated
+    worker._wake.clear()
+    worker.process(claim)
+    on_postgres = worker._listener is not None
+    assert worker._wake.is_set() == (woken_on_postgres if on_postgres else True)
+
+
+def _executing(workflow):
+    """Start a run of ``workflow`` and execute it in a thread until its gate step."""
+    wf.GATE.clear()
+    handle = workflow.start()
+    worker = Worker()
+    [claim] = worker.claim(1)
+
+    def execute() -> None:
+        try:
+            worker.process(claim)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=execute, daemon=True)
+    thread.start()
+    wait_for(
+        lambda: (
+            Execution.objects.exists()
+            or Step.objects.filter(run_id=handle.id).exists()
+            or thread.is_alive()
+        ),
+        message="started",
+    )
+    return handle, worker, claim, thread
+
+
+def _finish(handle, thread) -> None:
+    wf.GATE.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    handle.refresh()
+    assert handle.status == RunStatus.CANCELLED, handle.error
+    assert handle.error["message"] == "stop it"
+    # Cancelled at its next operation: the step after the gate never ran.
+    kinds = list(
+        Step.objects.filter(run_id=handle.id).order_by("position").values_list("name", flat=True)
+    )
+    assert "after" not in kinds
+
+
+@pytest.mark.skipif(
+    not ON_POSTGRES,
+    reason="LISTEN/NOTIFY exists only on PostgreSQL; the heartbeat test covers SQLite",
+)
+@pytest.mark.parametrize("workflow", [wf.gated, wf.async_gated], ids=["def", "async def"])
+def test_a_cancel_heard_through_notify_stops_an_executing_run_at_its_next_operation(workflow):
+    handle, worker, claim, thread = _executing(workflow)
+    durable.cancel(handle.id, "stop it")
+    wait_for(lambda: worker._inflight[claim.run_id].cancel_heard, message="the NOTIFY")
+    assert worker._inflight[claim.run_id].cancel_reason is None  # read when the run asks
+    _finish(handle, thread)
+
+
+@pytest.mark.parametrize("workflow", [wf.gated, wf.async_gated], ids=["def", "async def"])
+def test_a_cancel_found_by_the_heartbeat_stops_an_executing_run_at_its_next_operation(workflow):
+    handle, worker, claim, thread = _executing(workflow)
+    if worker._listener is not None:  # hear nothing: the heartbeat must find it
+        worker._listener.unsubscribe(
+            [f"x:{claim.run_id}"], worker._inflight[claim.run_id].heard_cancel
+        )
+    durable.cancel(handle.id, "stop it")
+    heartbeat = Heartbeat(
+        worker.id, worker._inflight, worker._lock, interval=60, lease_seconds=30, alias="default"
+    )
+    heartbeat.beat()
+    assert worker._inflight[claim.run_id].cancel_reason == "stop it"
+    _finish(handle, thread)
