@@ -106,3 +106,35 @@ def worker_processes(transactional_db: Any, tmp_path: Path) -> Iterator[WorkerPr
     procs = WorkerProcesses(tmp_path)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _flush_by_delete() -> Iterator[None]:
+    """On PostgreSQL, empty the tables after a ``transaction=True`` test with DELETE.
+
+    Django flushes with one TRUNCATE of every table, which makes new files for each table
+    and index; the tables hold a few rows by then, and DELETE empties them faster (the API
+    tests: 24.5 s instead of 28.4 s on an idle machine). It runs in the flush's own
+    transaction, and Django's foreign keys are checked at its commit (DEFERRABLE INITIALLY
+    DEFERRED), when every table is empty. A flush that resets sequences or cascades keeps
+    Django's TRUNCATE.
+    """
+    if not ON_POSTGRES:
+        yield
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or allow_cascade:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        return [f"DELETE FROM {self.quote_name(table)};" for table in tables]
+
+    DatabaseOperations.sql_flush = sql_flush
+    try:
+        yield
+    finally:
+        DatabaseOperations.sql_flush = truncate

@@ -26,6 +26,7 @@ from .children import ChildHandle
 from .context import message_topic
 from .operations import aware, raise_signal
 from .replay import BaseContext
+from .saga import AsyncSaga
 from .waits import Winner
 
 
@@ -80,6 +81,10 @@ class AsyncContext(BaseContext):
             signal = await self._db(steps.record_failure, self, op, exc, policy, attempt, started)
             raise signal  # noqa: B904  (may be ``exc`` itself)
         return await self._db(self.commit_result, op, text, attempt, started)
+
+    def saga(self) -> AsyncSaga:
+        """Return compensations to run if the run fails for good: ``async with ctx.saga()``."""
+        return AsyncSaga(self)
 
     async def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
         """Suspend the run for ``duration`` (seconds or a timedelta), freeing the worker."""

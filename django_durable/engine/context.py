@@ -19,6 +19,7 @@ from .channels import ReceivedEvent
 from .children import ChildHandle
 from .operations import aware, raise_signal
 from .replay import BaseContext
+from .saga import Saga
 from .waits import Winner
 
 
@@ -64,6 +65,10 @@ class Context(BaseContext):
             # The signal may be ``exc`` itself; chaining it to itself would loop.
             raise steps.record_failure(self, op, exc, policy, attempt, started)  # noqa: B904
         return self.commit_result(op, text, attempt, started)
+
+    def saga(self) -> Saga:
+        """Return compensations to run if the run fails for good: ``with ctx.saga() as saga:``."""
+        return Saga(self)
 
     def sleep(self, duration: float | timedelta, *, name: str = "sleep") -> None:
         """Suspend the run for ``duration`` (seconds or a timedelta), freeing the worker."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from asgiref.sync import async_to_sync
@@ -188,18 +188,16 @@ def _end(workflow: Workflow[Any, Any], ctx: BaseContext, call: Callable[[], Any]
 
 
 def _failure(workflow: Workflow[Any, Any], ctx: BaseContext, exc: BaseException) -> Outcome:
-    if exc is not ctx.fatal and workflow.retry.should_retry(exc, ctx.attempt):
-        delay = workflow.retry.delay(ctx.attempt, exc)
-        wake_at = ctx.clock.now() + timedelta(seconds=delay)
-        if ctx.deadline is None or wake_at < ctx.deadline:
-            return Outcome(
-                kind="retry",
-                error=_error_text(exc),
-                wake_at=wake_at,
-                reason=f"retry of the workflow (attempt {ctx.attempt + 1})",
-                rewind_to=_failed_step_position(exc),
-            )
-    return _failed(exc)
+    wake_at = None if exc is ctx.fatal else ctx.workflow_retry_at(workflow.retry, exc)
+    if wake_at is None:
+        return _failed(exc)
+    return Outcome(
+        kind="retry",
+        error=_error_text(exc),
+        wake_at=wake_at,
+        reason=f"retry of the workflow (attempt {ctx.attempt + 1})",
+        rewind_to=_failed_step_position(exc),
+    )
 
 
 def _failed_step_position(exc: BaseException) -> int | None:

@@ -61,6 +61,9 @@ class BaseContext:
         # An error the run cannot recover from in this execution (non-determinism,
         # deadline). Raised again by every later operation, so swallowing it is futile.
         self.fatal: BaseException | None = None
+        # A saga ran its compensations: the run fails now, whatever the retry policy says.
+        self.compensated = False
+        self._retry_at: dict[int, datetime | None] = {}
 
     # --- read-only facts ---------------------------------------------------------
 
@@ -113,6 +116,23 @@ class BaseContext:
     def deadline(self) -> datetime | None:
         """Return when the run times out, if its workflow has a timeout."""
         return self._claim.deadline_at
+
+    def workflow_retry_at(self, policy: RetryPolicy, exc: BaseException) -> datetime | None:
+        """Return when the workflow runs again after ``exc``, or None if the run fails.
+
+        Decided once per exception (the delay has jitter), so that a saga and the end of
+        the execution agree; never after compensations ran.
+        """
+        if self.compensated:
+            return None
+        if id(exc) not in self._retry_at:
+            wake_at = None
+            if policy.should_retry(exc, self.attempt):
+                wake_at = self._clock.now() + timedelta(seconds=policy.delay(self.attempt, exc))
+                if self.deadline is not None and wake_at >= self.deadline:
+                    wake_at = None
+            self._retry_at[id(exc)] = wake_at
+        return self._retry_at[id(exc)]
 
     def unreached_operations(self) -> NonDeterministicWorkflow | None:
         """Return an error if the run recorded operations the code did not reach."""

@@ -866,4 +866,5 @@ def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> s
 from . import reliability_workflows  # noqa: E402, F401  (the reliability suite)
 from .fork_workflows import BUG  # noqa: E402, F401  (loads the fork tests' workflows)
 from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
+from .saga_workflows import STAGES  # noqa: E402, F401  (loads the compensation ones)
 from .waits_workflows import said  # noqa: E402, F401  (loads the first_of and callback ones)
