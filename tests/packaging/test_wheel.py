@@ -16,6 +16,7 @@ the test database.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -53,7 +54,12 @@ def package_files() -> set[str]:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the sdist and the wheel of this checkout; return the folder that holds them."""
     out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], timeout=300)
+    # setuptools writes build/ and the egg-info into the checkout: two builds at once (test
+    # processes of pytest-xdist, two test runs) break each other, so one builds at a time.
+    (ROOT / "build").mkdir(exist_ok=True)
+    with open(ROOT / "build" / ".wheel-test.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], timeout=300)
     return out
 
 

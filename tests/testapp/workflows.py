@@ -663,7 +663,7 @@ def parent_leaves(ctx: durable.Context, policy: str) -> str:
 def parent_naps_then_leaves(ctx: durable.Context) -> str:
     """Starts a child, suspends, and finishes in a later execution (replaying the start)."""
     handle = ctx.start_child(sleepy_child)
-    ctx.sleep(0.01)
+    ctx.sleep(60)
     return handle.run_id
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 from django.db import connections
@@ -18,7 +17,7 @@ from django_durable.exceptions import LeaseLost
 from django_durable.models import Run, RunStatus, Step, WorkerProcess
 from django_durable.store import checkpoints
 from django_durable.store import claims as store_claims
-from django_durable.testing import run_all
+from django_durable.testing import run_all, time_machine
 from django_durable.worker.heartbeat import Heartbeat
 from tests.conftest import ON_POSTGRES, wait_for
 from tests.testapp import workflows as wf
@@ -283,17 +282,18 @@ def test_a_child_started_in_an_earlier_execution_is_closed_when_its_parent_ends(
     handle = wf.parent_naps_then_leaves.start()
     worker = Worker()
     [claim] = worker.claim(1)
-    first = worker.process(claim)  # starts the child, then sleeps
+    first = worker.process(claim)  # starts the child, then sleeps a minute
     assert first is not None and (first.kind, first.children) == ("suspended", True)
     [claim] = worker.claim(1)
     worker.process(claim)  # the child goes to sleep for an hour
-    time.sleep(0.05)  # past the parent's 10 ms nap
-    worker.maintain()
-    [claim] = worker.claim(1)
-    assert str(claim.run_id) == handle.id
-    second = worker.process(claim)  # replays the start from its record, then ends
-    assert second is not None and (second.kind, second.children) == ("completed", True)
-    run_all()  # the child, woken to stop
+    with time_machine() as machine:
+        machine.skip(61)  # past the parent's nap, not the child's
+        worker.maintain()
+        [claim] = worker.claim(1)
+        assert str(claim.run_id) == handle.id
+        second = worker.process(claim)  # replays the start from its record, then ends
+        assert second is not None and (second.kind, second.children) == ("completed", True)
+        run_all()  # the child, woken to stop
     child = Run.objects.get(pk=handle.result(timeout=1))
     assert child.status == RunStatus.CANCELLED  # parent_close="cancel", the default
     assert child.cancel_reason == "its parent run finished"
