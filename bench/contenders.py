@@ -87,6 +87,22 @@ CONTENDERS = (
         cases=(("W1", 1), ("W1", 4), ("W2", 4), ("W3", 4), ("W4", 4)),
     ),
     Contender(
+        key="durable-keyed",
+        label="django-durable, concurrency key",
+        module="bench.systems.durable",
+        variant="keyed",
+        cases=(("W2", 4),),
+        how={
+            "W2": "as django-durable's W2, with concurrency_key= over 100 customers"
+            " (runs started round-robin), concurrency_limit=1"
+        },
+        reasons={
+            "W1": "flow control is measured on W2 only",
+            "W3": "flow control is measured on W2 only",
+            "W4": "flow control is measured on W2 only",
+        },
+    ),
+    Contender(
         key="dbos-queue",
         label="DBOS, queue",
         module="bench.systems.dbos",

@@ -37,6 +37,7 @@ from .exceptions import (
     RunNotRetryable,
     SerializationError,
     StepFailed,
+    StepTimeout,
     TokenRefused,
     WorkflowCancelled,
     WorkflowFailed,
@@ -53,7 +54,15 @@ if TYPE_CHECKING:
     )
     from .client.handle import RunHandle
     from .client.messaging import aemit_event, asend, emit_event, send
-    from .client.operating import acancel, aprune, awake_now, cancel, prune, wake_now
+    from .client.operating import (
+        PruneResult,
+        acancel,
+        aprune,
+        awake_now,
+        cancel,
+        prune,
+        wake_now,
+    )
     from .client.runs import (
         afork,
         aget_run,
@@ -106,6 +115,7 @@ __all__ = [
     "NonDeterministicWorkflow",
     "NothingToWake",
     "PayloadTooLarge",
+    "PruneResult",
     "ReceivedEvent",
     "RetryPolicy",
     "RetryableError",
@@ -121,6 +131,7 @@ __all__ = [
     "StepFailed",
     "StepFunction",
     "StepInfo",
+    "StepTimeout",
     "TokenRefused",
     "VersionedValue",
     "Winner",
@@ -187,6 +198,7 @@ _LAZY = {
     "Callback": "engine.callbacks",
     "ChildHandle": "engine.children",
     "Context": "engine.context",
+    "PruneResult": "client.operating",
     "ReceivedEvent": "engine.channels",
     "RunHandle": "client.handle",
     "VersionedValue": "client.values",

@@ -64,6 +64,11 @@ class RunFinished(DurableError):
     """The run has finished: a message sent to it would never be taken, so none is stored."""
 
 
+class FlowKeyError(DurableError, ValueError):
+    """A workflow's flow key function (concurrency_key=, singleton_key=, debounce_key=)
+    raised or returned no key: no run was started."""
+
+
 class NothingToWake(DurableError):
     """The run is not waiting for a time: it is not waiting, or waits with no time limit."""
 
@@ -145,6 +150,10 @@ class WorkflowFailed(DurableError):
 
 class EventTimeout(DurableError, TimeoutError):
     """No event arrived before the wait's timeout."""
+
+
+class StepTimeout(DurableError, TimeoutError):
+    """A step's attempt ran past the step's timeout; the attempt failed."""
 
 
 class EventDataInvalid(DurableError, ValueError):

@@ -36,6 +36,14 @@ if BACKEND == "postgres":
             "TEST": {"NAME": f"test_durable_{os.getpid()}"},
         }
     }
+    # Workers behind PgBouncer (tests/reliability/test_pgbouncer.py) get PGPORT of the pooler
+    # and this port of the server itself, for the LISTEN connection.
+    if os.environ.get("DURABLE_TEST_DIRECT_PGPORT"):
+        DATABASES["direct"] = {
+            **DATABASES["default"],
+            "PORT": os.environ["DURABLE_TEST_DIRECT_PGPORT"],
+            "TEST": {"MIRROR": "default"},
+        }
 elif BACKEND == "sqlite":
     TEST_FILE = os.path.join(tempfile.gettempdir(), f"durable-test-{os.getpid()}.sqlite3")
     DATABASES = {

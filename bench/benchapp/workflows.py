@@ -19,6 +19,16 @@ def one_step(ctx: durable.Context) -> int:
     return ctx.step("only", noop, 1)
 
 
+def customer_key(customer: int) -> str:
+    return str(customer)
+
+
+@durable.workflow(name="bench.one_step_keyed", concurrency_key=customer_key, concurrency_limit=1)
+def one_step_keyed(ctx: durable.Context, customer: int) -> int:
+    """W2 with flow control: a run of one trivial step, one run per customer at once."""
+    return ctx.step("only", noop, customer)
+
+
 @durable.workflow(name="bench.wait_message")
 def wait_message(ctx: durable.Context) -> object:
     """W3: wait in recv for the client's message, then finish."""

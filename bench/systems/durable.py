@@ -1,5 +1,9 @@
 """django-durable: W1 to W4 with one `run_workflow_worker` process.
 
+The ``keyed`` variant runs W2 under a concurrency key: the runs of ``KEYS`` customers,
+started round-robin, at most one per customer at once (next to the plain queue's W2, the
+cost of flow control in the claim).
+
 The worker is started and has registered before the runs are enqueued, in one
 transaction; the clock runs from that commit to the last run's ``finished_at``.
 """
@@ -20,6 +24,9 @@ SUPPORTED = {
     "W4": "ctx.write_stream() in a run, durable.read_stream(follow=True) in the client",
 }
 UNSUPPORTED: dict[str, str] = {}
+VARIANTS = ("default", "keyed")
+# Customers of the keyed W2: runs are started round-robin over them.
+KEYS = 100
 
 
 def setup(dsn: str) -> None:
@@ -48,7 +55,18 @@ def start_worker(dsn: str, concurrency: int, *, settings: str = "bench.settings"
     return proc
 
 
-def throughput(workflow: str, runs: int, kwargs: dict, steps: int, concurrency: int, dsn: str):
+def throughput(
+    workflow: str,
+    runs: int,
+    kwargs: dict,
+    steps: int,
+    concurrency: int,
+    dsn: str,
+    *,
+    keys: int = 0,
+):
+    """Time ``runs`` runs of ``workflow``; with ``keys``, each run's ``customer`` is its
+    index modulo ``keys``."""
     from django.db import transaction
     from django.db.models import Max
 
@@ -59,8 +77,9 @@ def throughput(workflow: str, runs: int, kwargs: dict, steps: int, concurrency: 
     try:
         began = time.perf_counter()
         with transaction.atomic():
-            for _ in range(runs):
-                durable.start(workflow, kwargs=kwargs)
+            for index in range(runs):
+                extra = {"customer": index % keys} if keys else {}
+                durable.start(workflow, kwargs={**kwargs, **extra})
         enqueue_seconds = time.perf_counter() - began
         committed = time.time()
         base.wait_until(
@@ -130,7 +149,7 @@ def w4(items: int, concurrency: int, dsn: str) -> dict:
 
 
 def main() -> None:
-    args = base.parse_args(SUPPORTED)
+    args = base.parse_args(SUPPORTED, variants=VARIANTS)
     size = workloads.sizes(args.quick)
     setup(args.dsn)
     if args.workload == "W1":
@@ -141,6 +160,10 @@ def main() -> None:
             size.w1_steps,
             args.concurrency,
             args.dsn,
+        )
+    elif args.workload == "W2" and args.variant == "keyed":
+        result = throughput(
+            "bench.one_step_keyed", size.w2_runs, {}, 1, args.concurrency, args.dsn, keys=KEYS
         )
     elif args.workload == "W2":
         result = throughput("bench.one_step", size.w2_runs, {}, 1, args.concurrency, args.dsn)

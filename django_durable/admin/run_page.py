@@ -94,6 +94,7 @@ def absent_fields(run: Run) -> set[str]:
         "when_parent_finishes": run.parent_id is not None,
         "children_table": bool(run_children(run)[1]),
         "forked_from_link": run.forked_from_id is not None,
+        "flow": run.flow_key is not None,
         "forks_table": bool(run_forks(run)[1]),
         # Which workers may execute it matters only while it has not finished.
         "known_by_workers": not run.is_terminal,
@@ -172,6 +173,11 @@ class RunPagePanels(admin.ModelAdmin):
             "count": count,
         }
         return _first_of_all(note, url, f"parent__id__exact={run.pk}", table)
+
+    @admin.display(description=_("flow key"))
+    def flow(self, run: Run) -> str:
+        # Runs of the workflow with this key share its concurrency limit or singleton.
+        return display.flow_description(run) or self.get_empty_value_display()
 
     @admin.display(description=_("forked from"))
     def forked_from_link(self, run: Run) -> SafeString | str:

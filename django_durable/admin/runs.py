@@ -81,6 +81,7 @@ class RunAdmin(RunPagePanels, HistoryAdmin):
                     "waiting_for",
                     "wakes_on",
                     "queue",
+                    "flow",
                     "known_by_workers",
                     "priority",
                     "attempt",

@@ -181,6 +181,11 @@ class RunSerializer(serializers.Serializer):
         help_text="The run this one was forked from (`POST runs/{id}/fork/`), if it is a fork.",
     )
     queue = serializers.CharField()
+    flow_key = serializers.CharField(
+        allow_null=True,
+        help_text="The key of the workflow's flow control (concurrency_key=, singleton_key=, "
+        "debounce=), computed from the input at start; null without one.",
+    )
     priority = serializers.IntegerField()
     attempt = serializers.IntegerField()
     owner = serializers.CharField(source="owner_id", allow_null=True)

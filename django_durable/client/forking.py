@@ -139,6 +139,10 @@ def _new_fork(original: Run, timeout: float | None, idempotency_key: str | None)
         idempotency_key=idempotency_key,
         owner_id=original.owner_id,
         forked_from=original,
+        # Under the same flow control as the original (a fork is no start: a singleton's
+        # fork is not returned the original, it waits for its slot).
+        flow_key=original.flow_key,
+        flow_limit=original.flow_limit,
         available_at=db_time(0),
         deadline_at=None if timeout is None else db_time(timeout),
     )

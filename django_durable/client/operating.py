@@ -9,7 +9,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from ..core import serialization
@@ -17,7 +17,7 @@ from ..core.durations import CENTURY, to_seconds
 from ..core.statuses import RunStatus, StepStatus
 from ..declarations.registry import get_workflow
 from ..exceptions import NothingToWake, RunNotFound, RunNotRetryable, WorkflowNotFound
-from ..models import Event, Run, RunToken, Step, WorkerProcess
+from ..models import Event, Run, RunToken, Step, TriggerDelivery, WorkerProcess
 from ..store import trees
 from ..store.dialect import notify
 from .lookup import as_uuid, db_alias, db_time, get_row, run_ref
@@ -185,21 +185,65 @@ def _prune_statuses(statuses: str | Iterable[str] | None) -> list[str]:
     return chosen
 
 
+class PruneResult(int):
+    """What ``prune`` deleted (or, with ``dry_run``, would delete), and what it kept.
+
+    It is the number of runs, an ``int`` as ``prune`` returned before it said more:
+    ``prune(...) == 3`` still works. ``events`` counts the events emitted longer ago than
+    ``older_than`` that went; ``events_kept`` those as old kept, because a workflow they
+    trigger has not started their batch yet.
+    """
+
+    events: int
+    events_kept: int
+
+    def __new__(cls, *, runs: int, events: int, events_kept: int) -> PruneResult:
+        result = super().__new__(cls, runs)
+        result.events = events
+        result.events_kept = events_kept
+        return result
+
+    @property
+    def runs(self) -> int:
+        """Finished runs, with their steps, messages, values and stream items."""
+        return int(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PruneResult):
+            return (self.runs, self.events, self.events_kept) == (
+                other.runs,
+                other.events,
+                other.events_kept,
+            )
+        return int(self) == other
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = int.__hash__
+
+    def __repr__(self) -> str:
+        return (
+            f"PruneResult(runs={self.runs}, events={self.events}, events_kept={self.events_kept})"
+        )
+
+
 def prune(
     *,
     older_than: timedelta | float,
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
-) -> int:
+) -> PruneResult:
     """Delete finished runs (and their steps) that finished over ``older_than`` ago.
 
     ``statuses`` picks among the terminal ones (default: all three). Runs go in batches
     of ``batch_size``, oldest first, each batch in its own transaction; rows another
     transaction holds are skipped, so prunes never wait on each other or on workers.
     Records of workers silent, events emitted, and access tokens that ended (expired or
-    revoked) longer than ``older_than`` ago are deleted too. With ``dry_run=True`` nothing
-    is deleted. Return how many runs were (or would be) deleted.
+    revoked) longer than ``older_than`` ago are deleted too, except events that a
+    triggered workflow has not received yet. With ``dry_run=True`` nothing is deleted.
+    Return how many runs and events were (or would be) deleted, and how many events kept.
     """
     seconds = to_seconds(older_than, "older_than=", limit=CENTURY)
     if not 1 <= batch_size <= MAX_BATCH:
@@ -208,8 +252,39 @@ def prune(
     finished = Run.objects.using(alias).filter(
         status__in=_prune_statuses(statuses), finished_at__lt=db_time(-seconds)
     )
+    old_events = Event.objects.using(alias).filter(created_at__lt=db_time(-seconds))
+    # An event whose trigger delivery is pending is owed to a batch that has not started:
+    # deleting it would delete the delivery with it, and the batch would never run.
+    owed = Exists(TriggerDelivery.objects.using(alias).filter(event=OuterRef("pk")))
     if dry_run:
-        return finished.count()
+        return PruneResult(
+            runs=finished.count(),
+            events=old_events.exclude(owed).count(),
+            events_kept=old_events.filter(owed).count(),
+        )
+    deleted = _delete_runs(finished, batch_size, alias)
+    # Worker records silent for as long are history too (live workers heartbeat), and so
+    # are events emitted that long ago (a run that waits later no longer sees them).
+    WorkerProcess.objects.using(alias).filter(last_seen_at__lt=db_time(-seconds)).delete()
+    events = 0
+    while event_ids := list(
+        old_events.exclude(owed)
+        .order_by("created_at", "id")
+        .values_list("id", flat=True)[:batch_size]
+    ):
+        # A delivery is written with its event, never later: these ids stay deletable.
+        _, counts = Event.objects.using(alias).filter(id__in=event_ids).delete()
+        events += counts.get(Event._meta.label, 0)
+    # Access tokens that ended (expired or revoked) that long ago only take room: every page
+    # view of a run may make one.
+    RunToken.objects.using(alias).filter(
+        Q(expires_at__lt=db_time(-seconds)) | Q(revoked_at__lt=db_time(-seconds))
+    ).delete()
+    return PruneResult(runs=deleted, events=events, events_kept=old_events.filter(owed).count())
+
+
+def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str) -> int:
+    """Delete the ``finished`` runs in batches, oldest first; return how many."""
     deleted = 0
     while True:
         with transaction.atomic(using=alias):
@@ -217,24 +292,10 @@ def prune(
             batch = finished.select_for_update(skip_locked=True).order_by("finished_at", "id")
             ids = list(batch.values_list("id", flat=True)[:batch_size])
             if not ids:
-                break
+                return deleted
             # The ORM deletes the steps (and any other rows of the runs) first.
             _, counts = Run.objects.using(alias).filter(id__in=ids).delete()
         deleted += counts.get(Run._meta.label, 0)
-    # Worker records silent for as long are history too (live workers heartbeat), and so
-    # are events emitted that long ago (a run that waits later no longer sees them).
-    WorkerProcess.objects.using(alias).filter(last_seen_at__lt=db_time(-seconds)).delete()
-    old_events = Event.objects.using(alias).filter(created_at__lt=db_time(-seconds))
-    while event_ids := list(
-        old_events.order_by("created_at", "id").values_list("id", flat=True)[:batch_size]
-    ):
-        Event.objects.using(alias).filter(id__in=event_ids).delete()
-    # Access tokens that ended (expired or revoked) that long ago only take room: every page
-    # view of a run may make one.
-    RunToken.objects.using(alias).filter(
-        Q(expires_at__lt=db_time(-seconds)) | Q(revoked_at__lt=db_time(-seconds))
-    ).delete()
-    return deleted
 
 
 async def aprune(
@@ -243,7 +304,7 @@ async def aprune(
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
-) -> int:
+) -> PruneResult:
     """Delete finished runs that finished over ``older_than`` ago (async)."""
     return await sync_to_async(prune)(
         older_than=older_than, statuses=statuses, batch_size=batch_size, dry_run=dry_run

@@ -19,18 +19,23 @@ from ..declarations.workflows import StartOptions
 from ..exceptions import DurableError
 from ..models import Run
 from ..store.dialect import notify
+from . import flow
 from .handle import RunHandle
 from .lookup import db_alias, db_time
 
 
 def _schedule(options: StartOptions) -> tuple[Any, Any]:
-    """Return ``available_at`` and ``deadline_at`` for a new run."""
+    """Return ``available_at`` and ``deadline_at`` for a new run (a debounced one waits
+    out its window after the delay)."""
     timeout = options.workflow.timeout
+    spec = options.workflow.flow
+    window = (spec.debounce if spec is not None else None) or 0.0
     delay = options.delay
     if isinstance(delay, datetime):  # StartOptions checked it is aware
+        delay += timedelta(seconds=window)
         deadline = delay + timedelta(seconds=timeout) if timeout is not None else None
         return delay, deadline
-    seconds = optional_seconds(delay, "delay=") or 0.0
+    seconds = (optional_seconds(delay, "delay=") or 0.0) + window
     deadline = db_time(seconds + timeout) if timeout is not None else None
     return db_time(seconds), deadline
 
@@ -50,7 +55,12 @@ async def astart_run(
 def create_run(
     options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]
 ) -> tuple[RunHandle, bool]:
-    """Insert a pending run; return its handle and whether it is new (not found by key)."""
+    """Insert a pending run; return its handle and whether it is new (not found by key).
+
+    A singleton start finds the unfinished run of its key, and a debounced start the
+    pending run of its key, which it gives its input and delays (``client.flow``): those
+    are returned, not new.
+    """
     workflow = options.workflow
     key = options.idempotency_key
     alias = db_alias()
@@ -61,6 +71,9 @@ def create_run(
     available_at, deadline_at = _schedule(options)
     run = new_run(options, args, kwargs, available_at=available_at, deadline_at=deadline_at)
     with transaction.atomic(using=alias):
+        found = flow.existing_run(run, workflow.flow, alias=alias)
+        if found is not None:
+            return RunHandle(found), False
         if key is None:
             run.save(force_insert=True, using=alias)
         else:

@@ -54,6 +54,10 @@ class DurableSettings:
     DEFAULT_STEP_RETRY: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     # PostgreSQL NOTIFY channel shared by workers and waiting clients.
     NOTIFY_CHANNEL: str = "django_durable"
+    # Database alias the LISTEN connection uses; ``None`` means DATABASE. Behind PgBouncer
+    # in transaction pooling, a direct connection to the same database (LISTEN needs a
+    # session of its own).
+    LISTEN_DATABASE: str | None = None
     # PostgreSQL: run the worker's statements as prepared statements (turn off behind
     # PgBouncer older than 1.21 in transaction pooling mode).
     PREPARE_STATEMENTS: bool = True
@@ -77,6 +81,11 @@ class DurableSettings:
     # Signed inbound webhooks, by source: {"shop": {"secret": "whsec_...", "event":
     # "shop/order"}}; "secret" may be a list (rotation). Served at webhooks/<source>/.
     WEBHOOKS: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def listen_alias(self) -> str:
+        """Return the database alias of the LISTEN connection."""
+        return self.LISTEN_DATABASE or self.DATABASE
 
     @property
     def heartbeat_interval(self) -> float:

@@ -40,3 +40,17 @@ def optional_seconds(
 ) -> float | None:
     """Return ``value`` in seconds as :func:`to_seconds` does, or ``None`` for ``None``."""
     return None if value is None else to_seconds(value, what, limit=limit)
+
+
+def timeout_seconds(value: float | timedelta | None, what: str) -> float | None:
+    """Return a timeout in seconds (more than zero, under a century), or ``None`` for none.
+
+    Read by :func:`to_seconds`, so the errors are worded the same; zero is refused too,
+    since a timeout of nothing would fail every attempt before it began.
+    """
+    if value is None:
+        return None
+    seconds = to_seconds(value, what, limit=CENTURY)
+    if seconds == 0:
+        raise ValueError(f"{what} must be more than zero seconds.")
+    return seconds

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,10 @@ class StepInfo:
     ``attempt`` is 1-based and counts the tries the step's retry policy saw fail. A try cut
     short because the worker died is not recorded, so the body run again after a crash
     sees the same number.
+
+    ``timeout`` is the step's timeout in seconds (``None``: none), and ``deadline`` the
+    ``time.monotonic()`` reading at which this attempt times out: a body that can stop
+    early looks at :meth:`time_left`, since a plain ``def`` body is never interrupted.
     """
 
     run_id: str
@@ -27,11 +32,19 @@ class StepInfo:
     position: int
     attempt: int
     max_attempts: int
+    timeout: float | None = None
+    deadline: float | None = None
 
     @property
     def is_last_attempt(self) -> bool:
         """Return whether the retry policy will not try again if this attempt fails."""
         return self.attempt >= self.max_attempts
+
+    def time_left(self) -> float | None:
+        """Return the seconds this attempt has left (0 once timed out); ``None``: no timeout."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
 
 
 # The context of the workflow run executing in this thread or task, if any.

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from ..core import serialization
 from ..core.conf import get_settings
-from ..core.durations import CENTURY, optional_seconds, to_seconds
+from ..core.durations import CENTURY, optional_seconds, timeout_seconds, to_seconds
 from ..core.names import check_name
 from ..core.retry import RetryPolicy
 from ..core.runtime import current_context, current_step
 from . import starting
 from .registry import default_name, register
-from .specs import ScheduleSpec, TriggerSpec
+from .specs import FlowSpec, ScheduleSpec, TriggerSpec
 
 if TYPE_CHECKING:
     from ..client.handle import RunHandle
@@ -77,6 +77,7 @@ class StartOptions:
             {"args": list(args), "kwargs": dict(kwargs)},
             what=f"The input of workflow {workflow.name!r}",
         )
+        flow = workflow.flow
         return {
             "workflow_name": workflow.name,
             "queue": self.queue or workflow.queue or get_settings().DEFAULT_QUEUE,
@@ -84,6 +85,8 @@ class StartOptions:
             "input": document,
             "idempotency_key": self.idempotency_key,
             "parent_close": self.parent_close,
+            "flow_key": None if flow is None else flow.key_of(workflow.name, args, kwargs),
+            "flow_limit": None if flow is None else flow.limit,
         }
 
     def start(self, *args: Any, **kwargs: Any) -> RunHandle:
@@ -113,6 +116,7 @@ class Workflow(Generic[P, R]):
         schedule: ScheduleSpec | None = None,
         trigger: TriggerSpec | None = None,
         on_timeout: str = "fail",
+        flow: FlowSpec | None = None,
     ) -> None:
         self.fn = fn
         self.name = check_name(name, "workflow")
@@ -127,6 +131,8 @@ class Workflow(Generic[P, R]):
             raise ValueError('on_timeout= must be "fail" or "cancel".')
         # What the run's deadline does: fail it (WorkflowTimedOut) or cancel it.
         self.on_timeout = on_timeout
+        # Flow control per key: concurrency, singleton, debounce (``None``: none).
+        self.flow = flow
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -176,6 +182,24 @@ class Workflow(Generic[P, R]):
         return await self.using().astart(*args, **kwargs)
 
 
+def step_timeout(name: str, timeout: float | timedelta | None, atomic: bool) -> float | None:
+    """Return a step's timeout in seconds (``None``: none); raise naming the step if invalid.
+
+    An atomic step cannot have one: its body runs inside the transaction of its checkpoint,
+    on the worker's connection, and a thread cannot be stopped, so nothing could end the
+    attempt at the deadline but the body itself.
+    """
+    seconds = timeout_seconds(timeout, f"The timeout of step {name!r}")
+    if seconds is not None and atomic:
+        raise ValueError(
+            f"Step {name!r} is atomic and has a timeout: an atomic step's body runs in the "
+            "transaction of its checkpoint and cannot be cut short. Drop the timeout, or make "
+            "the step non-atomic; on PostgreSQL, SET LOCAL statement_timeout inside the body "
+            "bounds its queries."
+        )
+    return seconds
+
+
 class StepFunction(Generic[P, R]):
     """A function whose calls inside a workflow are checkpointed steps.
 
@@ -190,11 +214,13 @@ class StepFunction(Generic[P, R]):
         name: str,
         retry: RetryPolicy | None,
         atomic: bool,
+        timeout: float | timedelta | None = None,
     ) -> None:
         self.fn = fn
         self.name = check_name(name, "step")
         self.retry = retry
         self.atomic = atomic
+        self.timeout = step_timeout(self.name, timeout, atomic)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
@@ -230,6 +256,12 @@ def workflow(
     trigger_on_event: str | None = None,
     batch_size: int = 1,
     batch_timeout: float | timedelta | None = None,
+    concurrency_key: Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    singleton_key: Callable[..., str] | None = None,
+    on_conflict: str = "return",
+    debounce: float | timedelta | None = None,
+    debounce_key: Callable[..., str] | None = None,
 ) -> Callable[[Callable[Concatenate[Any, P], R]], Workflow[P, R]]: ...
 
 
@@ -250,6 +282,12 @@ def workflow(
     trigger_on_event: str | None = None,
     batch_size: int = 1,
     batch_timeout: float | timedelta | None = None,
+    concurrency_key: Callable[..., str] | None = None,
+    concurrency_limit: int | None = None,
+    singleton_key: Callable[..., str] | None = None,
+    on_conflict: str = "return",
+    debounce: float | timedelta | None = None,
+    debounce_key: Callable[..., str] | None = None,
 ) -> Any:
     """Declare a workflow: ``fn(ctx, *args, **kwargs)``, registered under ``name``.
 
@@ -263,6 +301,13 @@ def workflow(
     "catch_up". ``trigger_on_event="orders/created"`` starts a run for every emitted event
     of that name, or for every ``batch_size`` of them (a partial batch after
     ``batch_timeout`` seconds), with ``payload={"events": [...]}`` in emission order.
+
+    Flow control per key, the key a function of the run's input (its arguments without
+    ctx), computed at start: ``concurrency_key=fn, concurrency_limit=N`` lets at most N
+    runs of a key run at once; ``singleton_key=fn`` allows one unfinished run per key (a
+    start returns it, or with ``on_conflict="queue"`` waits behind it); ``debounce=``
+    seconds collapses the starts of a key within that window into one run, started with
+    the last input (``debounce_key=fn``, or the workflow's other key, or one for all).
     """
 
     def decorate(func: Callable[..., Any]) -> Workflow[Any, Any]:
@@ -286,6 +331,14 @@ def workflow(
                 if trigger_on_event is None
                 else TriggerSpec.build(trigger_on_event, batch_size, batch_timeout)
             ),
+            flow=FlowSpec.build(
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                singleton_key=singleton_key,
+                on_conflict=on_conflict,
+                debounce=debounce,
+                debounce_key=debounce_key,
+            ),
         )
         register(wf)
         return wf
@@ -303,6 +356,7 @@ def step(
     name: str | None = None,
     retry: RetryPolicy | None = None,
     atomic: bool = False,
+    timeout: float | timedelta | None = None,
 ) -> Callable[[Callable[P, R]], StepFunction[P, R]]: ...
 
 
@@ -313,13 +367,18 @@ def step(
     name: str | None = None,
     retry: RetryPolicy | None = None,
     atomic: bool = False,
+    timeout: float | timedelta | None = None,
 ) -> Any:
-    """Declare a step function: inside a workflow each call is checkpointed."""
+    """Declare a step function: inside a workflow each call is checkpointed.
+
+    ``timeout`` (seconds or a timedelta) bounds each attempt of its body: an attempt that
+    overruns fails with ``StepTimeout`` and is retried per ``retry``.
+    """
 
     def decorate(func: Callable[..., Any]) -> StepFunction[Any, Any]:
         if not callable(func):
             raise TypeError("@durable.step decorates a function.")
         step_name = func.__name__ if name is None else name
-        return StepFunction(func, name=step_name, retry=retry, atomic=atomic)
+        return StepFunction(func, name=step_name, retry=retry, atomic=atomic, timeout=timeout)
 
     return decorate(fn) if fn is not None else decorate

@@ -35,7 +35,13 @@ from .documents import (
     preview,
 )
 from .steps import attempts_text
-from .summary import RunSummary, summarize, summarize_many, waiting_description
+from .summary import (
+    RunSummary,
+    flow_description,
+    summarize,
+    summarize_many,
+    waiting_description,
+)
 from .times import alive_since, clock, format_duration, moment, relative, run_seconds, worker_alive
 from .workers import KnownBy, known_by, known_by_sentence
 
@@ -58,6 +64,7 @@ __all__ = [
     "clock",
     "error_details",
     "error_summary",
+    "flow_description",
     "format_duration",
     "head_document",
     "head_pretty",

@@ -89,6 +89,16 @@ def _summary(run: Run, now: datetime, facts: Facts) -> RunSummary:
     return RunSummary(sentence=f"Cancelled{when}" + (f": {reason}" if reason else ""))
 
 
+def flow_description(run: Run) -> str:
+    """Return the run's flow key and its limit, in words ("" for a run without a key)."""
+    if run.flow_key is None:
+        return ""
+    if run.flow_limit is None:
+        return run.flow_key
+    runs = "1 run" if run.flow_limit == 1 else f"{run.flow_limit} runs"
+    return f"{run.flow_key} (at most {runs} of this key at once)"
+
+
 def waiting_description(run: Run) -> str:
     """Return what wakes a waiting run, in words: an event or a message ("" otherwise)."""
     if run.status != RunStatus.WAITING or not run.wake_on:

@@ -15,10 +15,8 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from ..core import telemetry
 from ..core.durations import optional_seconds, to_seconds
 from ..core.retry import RetryPolicy
-from ..core.runtime import current_step
 from . import callbacks, channels, children, steps, waits
 from .callbacks import Callback
 from .channels import ReceivedEvent
@@ -44,15 +42,20 @@ class AsyncContext(BaseContext):
         *args: Any,
         retry: RetryPolicy | None = None,
         atomic: bool | None = None,
+        timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run ``fn`` once (awaiting it if async) and checkpoint its result under ``name``.
 
         ``atomic=True`` needs a synchronous ``fn``: Django's transactions are synchronous.
+        ``timeout`` bounds one attempt: an async body is cancelled at the deadline, a plain
+        one abandoned (see ``Context.step``); the attempt fails with ``StepTimeout``.
         """
-        body, policy, is_atomic = steps.options(fn, retry, atomic, self.default_retry)
-        is_async = inspect.iscoroutinefunction(body)
-        if is_atomic and is_async:
+        options = steps.options(
+            name, fn, retry=retry, atomic=atomic, timeout=timeout, default=self.default_retry
+        )
+        is_async = inspect.iscoroutinefunction(options.body)
+        if options.atomic and is_async:
             raise TypeError(
                 f"Step {name!r} is atomic and async; Django runs transactions synchronously, "
                 "so an atomic step must be a plain def."
@@ -61,23 +64,20 @@ class AsyncContext(BaseContext):
         if op.replayed:
             return self.replay(op)
         attempt = op.attempts + 1
-        info = steps.info(self, op, attempt, policy)
+        info = steps.info(self, op, attempt, options)
         await self._db(self.checkpoints.start, op.position, op.kind, op.name)
         started = time.monotonic()
         try:
-            if is_atomic:
+            if options.atomic:
+                body = options.body
                 return await self._db(steps.run_atomic, self, op, body, args, kwargs, info)
             if is_async:
-                token = current_step.set(info)
-                try:
-                    with telemetry.step_span(info):
-                        value = await body(*args, **kwargs)
-                finally:
-                    current_step.reset(token)
+                value = await steps.await_body(options, args, kwargs, info)
             else:
-                value = await self._db(steps.call_body, body, args, kwargs, info)
+                value = await self._db(steps.run_body, options, args, kwargs, info)
             text = self.encode_result(op, value)
         except Exception as exc:
+            policy = options.policy
             signal = await self._db(steps.record_failure, self, op, exc, policy, attempt, started)
             raise signal  # noqa: B904  (may be ``exc`` itself)
         return await self._db(self.commit_result, op, text, attempt, started)

@@ -40,30 +40,36 @@ class Context(BaseContext):
         *args: Any,
         retry: RetryPolicy | None = None,
         atomic: bool | None = None,
+        timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run ``fn(*args, **kwargs)`` once and checkpoint its result under ``name``.
 
         ``atomic=True`` runs ``fn`` and the checkpoint in one transaction, so its ORM
-        writes happen exactly once. Failed attempts are retried by ``retry``.
+        writes happen exactly once. Failed attempts are retried by ``retry``. ``timeout``
+        (seconds or a timedelta) bounds one attempt: the body runs in a helper thread and
+        an attempt that overruns fails with ``StepTimeout`` (the body is not stopped).
         """
-        body, policy, is_atomic = steps.options(fn, retry, atomic, self.default_retry)
-        if inspect.iscoroutinefunction(body):
+        options = steps.options(
+            name, fn, retry=retry, atomic=atomic, timeout=timeout, default=self.default_retry
+        )
+        if inspect.iscoroutinefunction(options.body):
             raise TypeError(f"Step {name!r} is async; only an async workflow can await it.")
         op = self._begin("step", name)
         if op.replayed:
             return self.replay(op)
         attempt = op.attempts + 1
-        info = steps.info(self, op, attempt, policy)
+        info = steps.info(self, op, attempt, options)
         self.checkpoints.start(op.position, op.kind, op.name)
         started = time.monotonic()
         try:
-            if is_atomic:
-                return steps.run_atomic(self, op, body, args, kwargs, info)
-            text = self.encode_result(op, steps.call_body(body, args, kwargs, info))
+            if options.atomic:
+                return steps.run_atomic(self, op, options.body, args, kwargs, info)
+            text = self.encode_result(op, steps.run_body(options, args, kwargs, info))
         except Exception as exc:
             # The signal may be ``exc`` itself; chaining it to itself would loop.
-            raise steps.record_failure(self, op, exc, policy, attempt, started)  # noqa: B904
+            failure = steps.record_failure(self, op, exc, options.policy, attempt, started)
+            raise failure  # noqa: B904
         return self.commit_result(op, text, attempt, started)
 
     def saga(self) -> Saga:

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.utils import timezone
 
+from ..core import clock
+
 # Asked before every new operation: a signal to raise (lease lost, cancelled, stopping).
 Interrupt = Callable[[], BaseException | None]
 
@@ -20,10 +22,13 @@ class Clock:
     def __init__(self, db_now: datetime) -> None:
         self._base = db_now
         self._started = time.monotonic()
+        # ``db_now`` includes what a test skipped so far; a later skip moves this clock too.
+        self._skipped = clock.skipped()
 
     def now(self) -> datetime:
         """Return the current database time."""
-        return self._base + timedelta(seconds=time.monotonic() - self._started)
+        elapsed = time.monotonic() - self._started + clock.skipped() - self._skipped
+        return self._base + timedelta(seconds=elapsed)
 
 
 @dataclasses.dataclass(slots=True)

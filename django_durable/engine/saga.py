@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -109,10 +110,13 @@ class Saga(_Recorder):
         compensate: Callable[[Any], Any] | None = None,
         retry: RetryPolicy | None = None,
         atomic: bool | None = None,
+        timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> Any:
         """Run ``ctx.step(name, fn, ...)``; once it succeeds, record ``compensate(result)``."""
-        result = self._ctx.step(name, fn, *args, retry=retry, atomic=atomic, **kwargs)
+        result = self._ctx.step(
+            name, fn, *args, retry=retry, atomic=atomic, timeout=timeout, **kwargs
+        )
         if compensate is not None:
             self.add(name, compensate, result)
         return result
@@ -171,10 +175,13 @@ class AsyncSaga(_Recorder):
         compensate: Callable[[Any], Any] | None = None,
         retry: RetryPolicy | None = None,
         atomic: bool | None = None,
+        timeout: float | timedelta | None = None,
         **kwargs: Any,
     ) -> Any:
         """Await ``ctx.step(name, fn, ...)``; once it succeeds, record ``compensate(result)``."""
-        result = await self._ctx.step(name, fn, *args, retry=retry, atomic=atomic, **kwargs)
+        result = await self._ctx.step(
+            name, fn, *args, retry=retry, atomic=atomic, timeout=timeout, **kwargs
+        )
         if compensate is not None:
             self.add(name, compensate, result)
         return result

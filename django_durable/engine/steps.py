@@ -2,11 +2,13 @@
 
 A step's body runs with ``current_step`` set (durable operations are refused inside it,
 and ``durable.step_info()`` answers). A failed attempt is recorded: as ``retrying`` with
-the time of the next attempt, or as ``failed`` when its retry policy gives up.
+the time of the next attempt, or as ``failed`` when its retry policy gives up. A step
+with a ``timeout`` has each attempt bounded (see :mod:`.timeouts`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,31 +20,81 @@ from ..core import serialization, telemetry
 from ..core.retry import RetryPolicy
 from ..core.runtime import StepInfo, current_step
 from ..core.statuses import StepStatus
-from ..declarations.workflows import StepFunction
+from ..declarations.workflows import StepFunction, step_timeout
 from ..store import announce
+from . import timeouts
 from .operations import Operation
 
 if TYPE_CHECKING:
     from .replay import BaseContext
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class StepOptions:
+    """What ``ctx.step(name, fn, ...)`` runs, and how: the call's options over ``fn``'s."""
+
+    body: Callable[..., Any]
+    policy: RetryPolicy
+    atomic: bool
+    timeout: float | None  # seconds per attempt; None: no bound
+
+
 def options(
-    fn: Any, retry: RetryPolicy | None, atomic: bool | None, default: RetryPolicy
-) -> tuple[Callable[..., Any], RetryPolicy, bool]:
-    """Return the body, retry policy and atomicity of ``ctx.step(name, fn, ...)``."""
+    name: str,
+    fn: Any,
+    *,
+    retry: RetryPolicy | None,
+    atomic: bool | None,
+    timeout: float | timedelta | None,
+    default: RetryPolicy,
+) -> StepOptions:
+    """Return the body and options of ``ctx.step(name, fn, ...)``, checked (naming the step)."""
     if isinstance(fn, StepFunction):
-        policy = retry or fn.retry or default
-        return fn.fn, policy, fn.atomic if atomic is None else atomic
+        is_atomic = fn.atomic if atomic is None else atomic
+        seconds = step_timeout(name, fn.timeout if timeout is None else timeout, is_atomic)
+        return StepOptions(fn.fn, retry or fn.retry or default, is_atomic, seconds)
     if not callable(fn):
         raise TypeError(f"ctx.step() needs a callable, not {type(fn).__name__}.")
-    return fn, retry or default, bool(atomic)
+    is_atomic = bool(atomic)
+    return StepOptions(fn, retry or default, is_atomic, step_timeout(name, timeout, is_atomic))
 
 
-def info(ctx: BaseContext, op: Operation, attempt: int, policy: RetryPolicy) -> StepInfo:
+def info(ctx: BaseContext, op: Operation, attempt: int, options: StepOptions) -> StepInfo:
     """Return what ``durable.step_info()`` says inside this attempt of the step."""
     return StepInfo(
-        ctx.run_id, ctx.workflow_name, op.name, op.position, attempt, policy.max_attempts
+        ctx.run_id,
+        ctx.workflow_name,
+        op.name,
+        op.position,
+        attempt,
+        options.policy.max_attempts,
+        options.timeout,
     )
+
+
+def run_body(options: StepOptions, args: Any, kwargs: Any, step: StepInfo) -> Any:
+    """Run a plain body (not atomic): in this thread, or in a helper bounded by its timeout."""
+    if options.timeout is None:
+        return call_body(options.body, args, kwargs, step)
+    return timeouts.call_with_timeout(
+        lambda bounded: call_body(options.body, args, kwargs, bounded), step, options.timeout
+    )
+
+
+async def await_body(options: StepOptions, args: Any, kwargs: Any, step: StepInfo) -> Any:
+    """Await an ``async def`` body with ``current_step`` set, cancelled at its timeout."""
+
+    async def call(bounded: StepInfo) -> Any:
+        token = current_step.set(bounded)
+        try:
+            with telemetry.step_span(bounded):
+                return await options.body(*args, **kwargs)
+        finally:
+            current_step.reset(token)
+
+    if options.timeout is None:
+        return await call(step)
+    return await timeouts.await_with_timeout(call, step, options.timeout)
 
 
 def call_body(body: Callable[..., Any], args: Any, kwargs: Any, step: StepInfo) -> Any:

@@ -83,6 +83,12 @@ class Run(models.Model):
         on_delete=models.SET_NULL,
         related_name="durable_runs",
     )
+    # The key of the workflow's flow control (concurrency_key=, singleton_key=, debounce=),
+    # computed from the input at start; NULL for a workflow without one.
+    flow_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # How many runs of this workflow and key may run at once (NULL: any number); on the
+    # run, so that the claim needs no registry.
+    flow_limit = models.PositiveSmallIntegerField(null=True, blank=True)
     # Workflow-level attempt, 1-based (a failed run retried by its policy counts up).
     attempt = models.PositiveIntegerField(default=1)
     # Fencing token: incremented by every claim; every write from a worker checks it.
@@ -192,6 +198,20 @@ class Run(models.Model):
             # in the last day is an index-only scan.
             models.Index(fields=("-created_at", "workflow_name"), name="durable_run_created"),
             models.Index(fields=("workflow_name", "-created_at"), name="durable_run_workflow"),
+            # Flow control: the ready runs under a per-key limit, in claim order (a claim
+            # locks their keys first; empty when no workflow has one), and the unfinished
+            # runs of a key (those running under a live lease fill its slots; a singleton
+            # start finds the one it returns, a debounced one the one it delays).
+            models.Index(
+                fields=("queue", "-priority", "available_at"),
+                condition=Q(status="pending", flow_limit__isnull=False),
+                name="durable_run_flow_ready",
+            ),
+            models.Index(
+                fields=("flow_key", "workflow_name", "status", "lease_expires_at"),
+                condition=Q(status__in=("pending", "running", "waiting"), flow_key__isnull=False),
+                name="durable_run_flow_active",
+            ),
             # Queue rate limits count the runs a queue started recently.
             models.Index(fields=("queue", "started_at"), name="durable_run_queue_started"),
             # The admin finds a run by the short id its list shows.

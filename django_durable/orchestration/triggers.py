@@ -87,7 +87,8 @@ def _warn_orphans(names: list[str]) -> None:
     _orphans_warned.update(dict.fromkeys(due, now + ORPHAN_WARNING_SECONDS))
     logger.warning(
         "Events wait for workflows that are not registered or no longer trigger_on_event: "
-        "%s. Their deliveries are kept until the workflow is back or prune deletes the events.",
+        "%s. Their deliveries (and events: prune keeps them) wait until the workflow is back "
+        "or you delete them.",
         ", ".join(due),
     )
 

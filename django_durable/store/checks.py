@@ -29,6 +29,19 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="django_durable.E002",
             )
         ]
+    listen = get_settings().LISTEN_DATABASE
+    if listen is not None and (
+        listen not in connections or connections[listen].vendor != wrapper.vendor
+    ):
+        return [
+            Error(
+                f"DJANGO_DURABLE['LISTEN_DATABASE'] is {listen!r}, which is not a "
+                f"{wrapper.vendor} database in DATABASES.",
+                hint="Name a DATABASES entry that connects directly (not through PgBouncer) "
+                f"to the database of {alias!r}; give it TEST = {{'MIRROR': {alias!r}}}.",
+                id="django_durable.E005",
+            )
+        ]
     options = wrapper.settings_dict.get("OPTIONS", {})
     if (
         wrapper.vendor == "sqlite"

@@ -17,6 +17,7 @@ from django.db import transaction
 from ..core import clock
 from ..core.conf import get_settings
 from ..core.statuses import RunStatus
+from . import flow
 from .checkpoints import load_steps_of
 from .dialect import NOW, Dialect, Raw, dialect, execute, notify, notifying
 from .records import Claim, Recovered, StepRecord
@@ -65,7 +66,13 @@ def claim_runs(
     excluded = [d.store_uuid(run_id) for run_id in exclude]
     sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
     local_now = clock.now()
-    rows = execute(d, sql, params).rows
+    keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit) if d.pg else []
+    if keys:  # runs under a per-key limit are ready: claim them under their keys' locks
+        with transaction.atomic(using=d.connection.alias):
+            flow.lock_keys(d, params, keys)
+            rows = execute(d, sql, params).rows
+    else:
+        rows = execute(d, sql, params).rows
     # Runs claimed before have records, and so do forks (copied): read them all in one
     # query (new runs have none).
     resumed = [d.read_uuid(row[0]) for row in rows if int(row[3]) > 1 or row[13] is not None]
@@ -87,29 +94,42 @@ def _claim_sql(
 
     The workflow names are a filter on the rows the ready index yields, not a way in:
     runs of unknown workflows are rare and short-lived (a deploy), so the scan stays the
-    claim's index scan, skipping them.
+    claim's index scan, skipping them. So is flow control (``store.flow``): a run under a
+    per-key limit is a candidate while its key has room (on PostgreSQL, of a key whose
+    lock the claimer holds: ``held_w``/``held_k``, empty unless it took some), and of a
+    key's candidates only as many as its free slots are taken.
     """
-    pick = (
-        "SELECT id FROM durable_run WHERE status = 'pending' "
+    if d.pg:  # SQLite needs no key locks; an unused list would not bind (DEBUG's query log)
+        params.setdefault("held_w", [])
+        params.setdefault("held_k", [])
+    cand = (
+        "SELECT id, workflow_name, flow_key, flow_limit, priority, available_at "
+        "FROM durable_run WHERE status = 'pending' "
         f"AND queue IN ({d.in_list('q', queues, params)}) "
         f"AND available_at <= {d.now(params)}"
     )
     if excluded:
-        pick += f" AND id NOT IN ({d.in_list('x', excluded, params)})"
+        cand += f" AND id NOT IN ({d.in_list('x', excluded, params)})"
     if workflows is not None:
-        pick += f" AND {d.any_of('workflow_name', 'wf', sorted(workflows), params)}"
-    pick += " ORDER BY priority DESC, available_at, id LIMIT %(limit)s"
+        cand += f" AND {d.any_of('workflow_name', 'wf', sorted(workflows), params)}"
+    cand += f" AND {flow.room(d, params)}"
+    cand += " ORDER BY priority DESC, available_at, id LIMIT %(limit)s"
+    pick = flow.within_slots(d, params)
     sets = (
         "status = 'running', claimed_by = %(worker)s, lease_token = lease_token + 1, "
         f"lease_expires_at = {d.later(lease_seconds, params)}, "
         f"started_at = COALESCE(started_at, {d.now(params)}), updated_at = {d.now(params)}"
     )
     if not d.pg:
-        return f"UPDATE durable_run SET {sets} WHERE id IN ({pick}) RETURNING {_CLAIMED}"
+        return (
+            f"WITH cand AS ({cand}) UPDATE durable_run SET {sets} WHERE id IN ({pick}) "
+            f"RETURNING {_CLAIMED}"
+        )
     qualified = ", ".join(f"durable_run.{column}" for column in _CLAIMED.split(", "))
     return (
-        f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) UPDATE durable_run SET {sets} "
-        f"FROM picked WHERE durable_run.id = picked.id RETURNING {qualified}, {d.now(params)}"
+        f"WITH cand AS ({cand} FOR UPDATE SKIP LOCKED), picked AS ({pick}) "
+        f"UPDATE durable_run SET {sets} FROM picked WHERE durable_run.id = picked.id "
+        f"RETURNING {qualified}, {d.now(params)}"
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -30,11 +31,26 @@ T = TypeVar("T")
 Callback = Callable[[], None]
 
 
+# Seconds the listener waits for its own probe notification after LISTEN, and before it
+# tries again when the probe did not come back (a pooler in transaction mode).
+PROBE_TIMEOUT = 5.0
+PROBE_RETRY = 60.0
+_probe_warned = False
+
+
 class Listener:
-    """A background thread that LISTENs and calls the subscribers of each payload."""
+    """A background thread that LISTENs and calls the subscribers of each payload.
+
+    After each LISTEN it checks that notifications reach it: it sends a probe through a
+    new connection of the durable database, as any NOTIFY is sent, and waits for it. Behind
+    PgBouncer in transaction pooling mode LISTEN is accepted but nothing arrives; then it
+    warns once, stays disconnected (every waiter polls at POLL_INTERVAL) and probes again
+    after a minute. ``LISTEN_DATABASE`` names a direct connection that avoids this.
+    """
 
     def __init__(self, alias: str) -> None:
         self.alias = alias
+        self.listen_alias = get_settings().LISTEN_DATABASE or alias
         self.connected = threading.Event()
         self._subscribers: dict[str, set[Callback]] = defaultdict(set)
         self._lock = threading.Lock()
@@ -87,19 +103,59 @@ class Listener:
         for callback in targets:
             callback()
 
-    def _connect(self) -> Any:
-        wrapper = connections[self.alias]
+    def _connect(self, alias: str) -> Any:
+        wrapper = connections[alias]
         conn = wrapper.get_new_connection(wrapper.get_connection_params())
         conn.autocommit = True
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(get_settings().NOTIFY_CHANNEL)))
         return conn
+
+    def _probe(self, conn: Any) -> bool:
+        """Send a notification as the application does; return whether ``conn`` receives it."""
+        payload = f"p:{secrets.token_hex(8)}"
+        sender = self._connect(self.alias)
+        try:
+            sender.execute("SELECT pg_notify(%s, %s)", [get_settings().NOTIFY_CHANNEL, payload])
+        finally:
+            sender.close()
+        deadline = time.monotonic() + PROBE_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            for note in conn.notifies(timeout=min(left, 1.0)):
+                if note.payload == payload:
+                    return True
+                self._dispatch(note.payload)
+        return False
+
+    def _unheard(self) -> None:
+        global _probe_warned
+        if not _probe_warned:
+            _probe_warned = True
+            logger.warning(
+                "Notifications sent on database %r do not reach the LISTEN connection on %r "
+                "(PgBouncer in transaction pooling mode?): waiting runs and idle workers poll "
+                "every POLL_INTERVAL instead. Set DJANGO_DURABLE['LISTEN_DATABASE'] to a "
+                "direct connection to the same database.",
+                self.alias,
+                self.listen_alias,
+            )
+        else:
+            logger.debug("the LISTEN probe did not come back; polling")
 
     def _run(self) -> None:
         backoff = 0.1
         while not self._stop.is_set():
             conn = None
             try:
-                conn = self._connect()
+                conn = self._connect(self.listen_alias)
+                channel = get_settings().NOTIFY_CHANNEL
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                if not self._probe(conn):
+                    self._unheard()
+                    # Through a pooler this lands on some server session: best effort.
+                    conn.execute("UNLISTEN *")
+                    conn.close()
+                    conn = None
+                    self._stop.wait(PROBE_RETRY)
+                    continue
                 self.connected.set()
                 backoff = 0.1
                 # Anything sent while we were not listening is lost: everyone re-checks.

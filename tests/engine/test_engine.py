@@ -17,7 +17,8 @@ from django_durable.models import Run, RunStatus, Step, StepStatus
 from django_durable.store import checkpoints
 from django_durable.store.claims import claim_runs
 from django_durable.store.records import Claim
-from django_durable.testing import run_all
+from django_durable.testing import run_all, time_machine
+from tests.testapp import reliability_workflows as rw
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution, SideEffect
 
@@ -196,6 +197,7 @@ def test_a_step_body_knows_its_run_name_position_and_attempt():
     run_all()
     result = handle.result(timeout=1)
     common = {"run_id": handle.id, "workflow_name": "tests.step_info"}
+    common |= {"timeout": None, "deadline": None}  # no step timeout
     assert result["plain"] == {
         **common, "name": "plain", "position": 0, "attempt": 3, "max_attempts": 3,
         "is_last_attempt": True,
@@ -418,6 +420,19 @@ def test_a_workflow_timeout_fails_a_sleeping_run_at_its_deadline():
     # It slept until its deadline (0.5s), not the 60s it asked for.
     finished = handle.refresh().model
     assert finished.finished_at - finished.created_at < dt.timedelta(seconds=5)
+
+
+def test_a_workflow_timeout_stops_a_run_that_keeps_doing_steps_at_its_next_operation():
+    with time_machine():
+        handle = rw.busy_past_deadline.start(10, 25)  # timeout=60: steps at 0, 25, 50 s
+        run_all()
+    with pytest.raises(durable.WorkflowFailed, match="passed its deadline") as failed:
+        handle.result(timeout=1)
+    assert failed.value.error_type == "django_durable.exceptions.WorkflowTimedOut"
+    # The step begun at 50 s ran to its end (75 s); the next one never started.
+    labels = Execution.objects.filter(run_id=handle.id).values_list("label", flat=True)
+    assert sorted(labels) == ["tick-0", "tick-1", "tick-2"]
+    assert [name for _, _, name, _ in steps_of(handle)] == ["tick-0", "tick-1", "tick-2"]
 
 
 def test_a_claim_knows_the_database_time(worker):

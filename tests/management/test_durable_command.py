@@ -652,6 +652,24 @@ def test_prune_defaults_to_the_retention_setting(history, settings):
     assert remaining() == set(history["recent"] + history["pending"])
 
 
+def test_prune_says_how_many_old_events_it_kept_for_triggered_workflows():
+    owed = [durable.emit_event("tests/batch", n) for n in range(2)]  # a batch of 10: pending
+    done = durable.emit_event("tests/nobody", 1)  # triggers nothing
+    Event.objects.update(created_at=timezone.now() - timedelta(days=3))
+    assert durable_cmd("prune", "--older-than", "1d", "--dry-run").splitlines() == [
+        "Would delete 0 finished run(s) older than 1d 00h.",
+        "Would keep 2 event(s) as old: workflows they trigger have not started their batches yet.",
+    ]
+    assert json.loads(durable_cmd("prune", "--older-than", "1d", "--json")) == {
+        "runs": 0,
+        "events": 1,
+        "events_kept": 2,
+        "dry_run": False,
+    }
+    assert set(Event.objects.values_list("pk", flat=True)) == set(owed) != {done}
+    assert durable_cmd("prune", "--older-than", "1d").splitlines()[1].startswith("Kept 2 event(s)")
+
+
 @pytest.mark.parametrize("text", ["7x", "d", "-5", "1.5.2d", "ten"])
 def test_prune_refuses_a_bad_duration(text):
     with pytest.raises(CommandError, match=f"Invalid duration '{text}'"):
@@ -687,10 +705,12 @@ def test_prune_from_python(history):
         durable.prune(older_than=timedelta(days=-1))
     with pytest.raises(ValueError, match=r"^older_than= must be a number of seconds, not NaN\.$"):
         durable.prune(older_than=float("nan"))
-    assert durable.prune(older_than=timedelta(days=1), statuses="failed", dry_run=True) == 2
-    assert durable.prune(older_than=timedelta(days=1), batch_size=1) == 5
-    assert durable.prune(older_than=timedelta(days=1)) == 0
-    assert durable.prune(older_than=60) == 1
+    assert durable.prune(older_than=timedelta(days=1), statuses="failed", dry_run=True).runs == 2
+    assert durable.prune(older_than=timedelta(days=1), batch_size=1) == durable.PruneResult(
+        runs=5, events=0, events_kept=0
+    )
+    assert durable.prune(older_than=timedelta(days=1)).runs == 0
+    assert durable.prune(older_than=60).runs == 1
 
 
 @pytest.mark.parametrize("value", [0, -1, "7d", True])
@@ -827,3 +847,11 @@ def test_bad_input_exits_1_with_a_message_and_no_traceback(args, message):
     )
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_prune_result_is_the_number_of_runs_and_says_more():
+    result = durable.PruneResult(runs=3, events=2, events_kept=1)
+    assert result == 3 and isinstance(result, int)
+    assert (result.runs, result.events, result.events_kept) == (3, 2, 1)
+    assert result != durable.PruneResult(runs=3, events=2, events_kept=0)
+    assert repr(result) == "PruneResult(runs=3, events=2, events_kept=1)"

@@ -280,12 +280,35 @@ def test_a_batch_too_big_for_one_run_is_split(settings):
     assert pending("tests.on_batch") == emitted[5:]  # a partial batch again: it waits
 
 
-def test_pruning_an_event_deletes_its_pending_deliveries():
-    kept = durable.emit_event("tests/batch", 1)
-    old = durable.emit_event("tests/batch", 2)
-    Event.objects.filter(pk=old).update(created_at=timezone.now() - dt.timedelta(days=2))
-    durable.prune(older_than=dt.timedelta(days=1))
-    assert pending("tests.on_batch") == [kept]
+def test_prune_keeps_old_events_whose_batch_has_not_started():
+    owed = [durable.emit_event("tests/batch", n) for n in range(2)]  # a batch of 10: pending
+    delivered = durable.emit_event("tests/order", 1)
+    nobody = durable.emit_event("tests/nobody", 1)  # triggers nothing
+    run_all()  # starts the order's run; the batch waits for 8 more events, or an hour
+    Event.objects.update(created_at=timezone.now() - dt.timedelta(days=2))
+    expected = durable.PruneResult(runs=0, events=2, events_kept=2)
+    assert durable.prune(older_than=dt.timedelta(days=1), dry_run=True) == expected
+    assert durable.prune(older_than=dt.timedelta(days=1)) == expected
+    assert set(Event.objects.values_list("pk", flat=True)) == set(owed)
+    assert not Event.objects.filter(pk__in=[delivered, nobody]).exists()
+    assert pending("tests.on_batch") == owed
+    # The batch still starts with them, and once it has, they go at the next prune.
+    rest = [durable.emit_event("tests/batch", n) for n in range(2, 10)]
+    run_all()
+    [run] = runs_of("tests.on_batch")
+    assert (run.status, event_ids(run)) == (RunStatus.COMPLETED, owed + rest)
+    after = durable.prune(older_than=dt.timedelta(days=1))
+    assert after == durable.PruneResult(runs=0, events=2, events_kept=0)
+
+
+def test_prune_keeps_the_events_of_a_workflow_that_is_gone_until_deleted_by_hand():
+    event_id = durable.emit_event("tests/nobody", 1)
+    TriggerDelivery.objects.create(workflow_name="tests.removed", event_id=event_id)
+    Event.objects.update(created_at=timezone.now() - dt.timedelta(days=2))
+    assert durable.prune(older_than=dt.timedelta(days=1)).events_kept == 1
+    TriggerDelivery.objects.filter(workflow_name="tests.removed").delete()
+    assert durable.prune(older_than=dt.timedelta(days=1)).events == 1
+    assert not Event.objects.exists()
 
 
 def test_without_triggered_workflows_an_event_writes_no_delivery():

@@ -164,8 +164,11 @@ class Pause:
         wait_for(stopped, HANG, "the paused thread to arrive")
         if not self.reached.is_set():
             assert racer is not None
-            racer.join()
-            raise AssertionError(f"{racer.name} ended without reaching the pause")
+            result = racer.join()
+            raise AssertionError(
+                f"{racer.name} ended without reaching the pause, with {result!r}"
+                " (None: the worker caught an error; see the log)"
+            )
 
     def release(self) -> None:
         """Let the stopped thread go on."""

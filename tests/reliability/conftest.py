@@ -126,9 +126,11 @@ class WorkerPool:
         args: tuple[str, ...] = (),
         *,
         settings: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
         name: str = "durable-pool",
     ) -> None:
         self.processes = processes
+        self.env = env or {}
         self.size = size
         self.args = args
         self.settings = settings or {}
@@ -152,7 +154,7 @@ class WorkerPool:
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         self._generation += 1
-        env = {"PGAPPNAME": f"{self.name}-{slot}-{self._generation}"}
+        env = {**self.env, "PGAPPNAME": f"{self.name}-{slot}-{self._generation}"}
         if self.settings:
             env["DURABLE_TEST_SETTINGS"] = json.dumps(self.settings)
         proc = self.processes.start(*self.args, extra_env=env)
@@ -335,13 +337,17 @@ class WorkerPool:
 
 @pytest.fixture
 def worker_pool(worker_processes: WorkerProcesses) -> Callable[..., WorkerPool]:
-    """Make ``WorkerPool(size, *args, settings=...)``; its processes are killed at teardown."""
+    """Make ``WorkerPool(size, *args, settings=..., env=...)``; killed at teardown."""
     pools: list[WorkerPool] = []
 
-    def make(size: int, *args: str, settings: dict[str, Any] | None = None) -> WorkerPool:
-        pool = WorkerPool(
-            worker_processes, size, args, settings=settings, name=f"durable-pool{len(pools)}"
-        )
+    def make(
+        size: int,
+        *args: str,
+        settings: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> WorkerPool:
+        name = f"durable-pool{len(pools)}"
+        pool = WorkerPool(worker_processes, size, args, settings=settings, env=env, name=name)
         pools.append(pool)
         return pool
 

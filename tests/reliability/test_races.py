@@ -374,8 +374,11 @@ def test_a_stale_checkpoint_after_a_takeover_is_refused(gates):
 
 def test_a_stale_completion_after_a_takeover_is_discarded(monkeypatch):
     handle = rw.gated.start()
-    stale, racer = stale_claim(handle)
+    stale = Worker()
+    # In place before the thread starts: its execution is short, and may end before the
+    # next line of this thread runs.
     pause = Pause(monkeypatch, stale._outcomes, "_finish", thread="stale")
+    racer = execute(stale, handle, "stale")  # claimed with no heartbeat, as stale_claim
     pause.wait(racer)  # its execution completed; the outcome is not stored yet
     expire_lease(handle)
     take_over()

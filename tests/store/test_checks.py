@@ -29,3 +29,14 @@ def test_system_check_warns_about_sqlite_without_immediate_transactions(settings
 
 def test_manage_py_check_passes():
     call_command("check", "--fail-level", "WARNING")
+
+
+def test_a_listen_database_must_be_a_database_of_the_same_kind(settings):
+    from django_durable.store.checks import check_database
+
+    settings.DJANGO_DURABLE = {"LISTEN_DATABASE": "default"}
+    assert check_database() == []
+    settings.DJANGO_DURABLE = {"LISTEN_DATABASE": "direct"}
+    [error] = check_database()
+    assert error.id == "django_durable.E005"
+    assert "'direct', which is not a" in error.msg

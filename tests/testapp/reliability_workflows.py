@@ -135,6 +135,22 @@ def raises_keyboard_interrupt(ctx: durable.Context) -> None:
     ctx.step("interrupted", body)
 
 
+@durable.workflow(name="reliability.busy_past_deadline", timeout=60)
+def busy_past_deadline(ctx: durable.Context, steps: int, seconds_each: float) -> int:
+    """``steps`` short steps, each ``seconds_each`` long on the test clock; it never waits."""
+    from django_durable.testing import skip
+
+    for index in range(steps):
+
+        def body(index: int = index) -> int:
+            Execution.objects.create(run_id=ctx.run_id, label=f"tick-{index}", pid=os.getpid())
+            skip(seconds_each)  # a slow body, without a real sleep
+            return index
+
+        ctx.step(f"tick-{index}", body)
+    return steps
+
+
 # --- the state machine (test_state_machine.py): no time, no randomness ---------------------
 
 

@@ -423,6 +423,22 @@ def streams(ctx: durable.Context, count: int, pause: float = 0.0, close: bool = 
     return count
 
 
+# Set by a test's reader as each item of ``stream_in_lockstep`` reaches it ("<run id>:<index>").
+STREAM_SEEN: dict[str, threading.Event] = {}
+
+
+@durable.workflow(name="tests.stream_in_lockstep")
+def stream_in_lockstep(ctx: durable.Context, count: int) -> list[bool]:
+    """Write ``count`` items, each after the reader has the one before (or 30 s passed)."""
+    seen = []
+    for index in range(count):
+        ctx.write_stream("out", {"index": index})
+        event = STREAM_SEEN.setdefault(f"{ctx.run_id}:{index}", threading.Event())
+        seen.append(ctx.step(f"seen-{index}", event.wait, 30))
+    ctx.close_stream("out")
+    return seen
+
+
 @durable.workflow(name="tests.slow_stream")
 def slow_stream(ctx: durable.Context, count: int, pause: float) -> int:
     """A step between items, so a kill lands between (or inside) them."""
@@ -864,7 +880,9 @@ def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> s
 
 
 from . import reliability_workflows  # noqa: E402, F401  (the reliability suite)
+from .flow_workflows import flow_pair  # noqa: E402, F401  (loads the flow control ones)
 from .fork_workflows import BUG  # noqa: E402, F401  (loads the fork tests' workflows)
 from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
 from .saga_workflows import STAGES  # noqa: E402, F401  (loads the compensation ones)
+from .timeout_workflows import GATES as TIMEOUT_GATES  # noqa: E402, F401  (step timeouts)
 from .waits_workflows import said  # noqa: E402, F401  (loads the first_of and callback ones)

@@ -77,7 +77,7 @@ def test_a_three_day_sleep_ends_when_the_clock_passes_it_and_not_before():
         run_until_finished(handle, timeout=5)
     result = handle.result()
     assert result["after"] - result["before"] >= 3 * DAY  # ctx.now() followed the clock
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # not three days, even on a busy machine
 
 
 def test_a_one_week_event_timeout_times_out_after_a_week_and_an_event_still_wins_before():

@@ -14,12 +14,13 @@ from django_durable import Worker
 from django_durable.core.statuses import StepStatus
 from django_durable.engine import execution
 from django_durable.exceptions import LeaseLost
-from django_durable.models import Run, RunStatus, Step, WorkerProcess
+from django_durable.models import Message, Run, RunStatus, Step, WorkerProcess
 from django_durable.store import checkpoints
 from django_durable.store import claims as store_claims
 from django_durable.testing import run_all, time_machine
 from django_durable.worker.heartbeat import Heartbeat
 from tests.conftest import ON_POSTGRES, wait_for
+from tests.testapp import reliability_workflows as rw
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution, SideEffect
 
@@ -82,6 +83,25 @@ def test_an_atomic_step_of_a_worker_that_lost_its_lease_leaves_no_trace():
     run_all()
     assert handle.result(timeout=1) == 1
     assert SideEffect.objects.filter(run_id=handle.id).count() == 1
+
+
+def test_a_recv_of_a_worker_that_lost_its_lease_leaves_the_message_for_the_new_holder():
+    handle = rw.sm_receives.start(1)  # recv("go"), then a step
+    old, new = Worker(), Worker()
+    [stale] = old.claim(1)
+    expire(handle)
+    new.maintain()
+    [fresh] = new.claim(1)
+    durable.send(handle.id, "hello", topic="go")
+    # The old worker reaches the recv: its checkpoint is refused, and the message stays.
+    assert execution.execute(stale).kind == "abandoned"
+    message = Message.objects.get(run_id=handle.id)
+    assert (message.consumed_at, message.consumed_position) == (None, None)
+    assert not Step.objects.filter(run_id=handle.id).exists()
+    new.process(fresh)
+    assert handle.result(timeout=1) == ["hello"]
+    message.refresh_from_db()
+    assert message.consumed_at is not None and message.consumed_position == 0
 
 
 def test_a_run_that_keeps_losing_its_worker_fails_with_a_reason(settings):
@@ -388,3 +408,15 @@ def test_a_cancel_found_by_the_heartbeat_stops_an_executing_run_at_its_next_oper
     heartbeat.beat()
     assert worker._inflight[claim.run_id].cancel_reason == "stop it"
     _finish(handle, thread)
+
+
+def test_a_claim_works_with_the_query_log_on():
+    """DEBUG=True (a development server's worker) logs every query with its parameters:
+    the claim must bind each one it passes (PostgreSQL's prepared claim skips the log)."""
+    from django.test.utils import CaptureQueriesContext
+
+    handle = wf.add.start(1, 2)
+    with CaptureQueriesContext(connections["default"]) as queries:
+        [claim] = Worker().claim(1)
+    assert str(claim.run_id) == handle.id
+    assert queries.captured_queries or ON_POSTGRES

@@ -49,6 +49,7 @@ def details(run: Run) -> dict[str, Any]:
     last = steps.values(*LAST_STEP_FIELDS).first()  # not the result: it may be large
     return {
         **fields(run, (*RUN_FIELDS, "priority", "idempotency_key", "wake_at", "deadline_at")),
+        **fields(run, ("flow_key", "flow_limit")),
         "summary": dataclasses.asdict(display.summarize(run)),
         "claimed_by": run.claimed_by,
         "lease_expires_at": run.lease_expires_at,
@@ -85,6 +86,7 @@ def show(command: BaseCommand, options: dict[str, Any]) -> None:
             ("Queue", f"{run.queue} (priority {run.priority})"),
             ("Attempt", run.attempt),
             ("Idempotency key", run.idempotency_key or "-"),
+            *([("Flow key", display.flow_description(run))] if run.flow_key is not None else []),
             ("Created", when(run.created_at)),
             ("Started", when(run.started_at)),
             ("Finished", when(run.finished_at)),

@@ -151,6 +151,7 @@ class Command(BaseCommand):
             "--batch-size", type=int, default=500, metavar="N", help="Runs per batch (500)."
         )
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
+        prune.add_argument("--json", action="store_true", help="Print JSON.")
         prune.set_defaults(handler=self.prune)
 
     def execute(self, *args: Any, **options: Any) -> str | None:
@@ -279,7 +280,7 @@ class Command(BaseCommand):
                 "or set DJANGO_DURABLE['RETENTION'] (seconds)."
             )
         try:
-            count = durable.prune(
+            pruned = durable.prune(
                 older_than=older_than,
                 statuses=options["status"],
                 batch_size=options["batch_size"],
@@ -287,6 +288,24 @@ class Command(BaseCommand):
             )
         except ValueError as exc:
             raise option_error(exc, "older_than", "batch_size", "statuses") from None
+        if options["json"]:
+            self.stdout.write(
+                dumps(
+                    {
+                        "runs": pruned.runs,
+                        "events": pruned.events,
+                        "events_kept": pruned.events_kept,
+                        "dry_run": options["dry_run"],
+                    }
+                )
+            )
+            return
         verb = "Would delete" if options["dry_run"] else "Deleted"
         age = display.format_duration(older_than.total_seconds())
-        self.stdout.write(f"{verb} {count} finished run(s) older than {age}.")
+        self.stdout.write(f"{verb} {pruned.runs} finished run(s) older than {age}.")
+        if pruned.events_kept:
+            verb = "Would keep" if options["dry_run"] else "Kept"
+            self.stdout.write(
+                f"{verb} {pruned.events_kept} event(s) as old: workflows they trigger have "
+                "not started their batches yet."
+            )

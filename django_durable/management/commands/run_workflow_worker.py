@@ -8,18 +8,29 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import autoreload
 
+from django_durable.core.conf import get_settings
+from django_durable.core.durations import to_seconds
+from django_durable.worker.supervisor import (
+    STOP_NOW,
+    Supervisor,
+    child_command,
+    watch_supervisor,
+)
 from django_durable.worker.worker import Worker
 
 logger = logging.getLogger("django_durable")
 
 # The status with which Django's reloader ends its child when a file changes.
 RELOAD_STATUS = 3
+# This command's name, which the children of --processes run.
+COMMAND = __name__.rpartition(".")[2]
 
 
 class Command(BaseCommand):
@@ -28,7 +39,8 @@ class Command(BaseCommand):
     help = (
         "Execute durable workflow runs. SIGTERM/SIGINT: stop claiming, let in-flight runs "
         "finish their current step and hand them back, then exit 0. A second signal exits "
-        "at once (runs are handed back; leases expire otherwise)."
+        "at once (runs are handed back; leases expire otherwise). With --processes N, a "
+        "supervisor runs N such workers and passes the signals on."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -77,6 +89,14 @@ class Command(BaseCommand):
             help="Development: restart the worker when a Python file it imported changes, as "
             "runserver does. Its runs are handed back first. Not with --burst.",
         )
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="Start N worker processes with these options, and supervise them: restart "
+            "one that dies, pass SIGTERM on for a drain. Default 1: this process is the worker.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         self._configure_logging(options["verbosity"])
@@ -85,6 +105,10 @@ class Command(BaseCommand):
                 "--reload restarts a worker that runs until it is stopped, and --burst "
                 "stops it when nothing is left to run: give one or the other."
             )
+        if options["processes"] < 1:
+            raise CommandError(f"--processes must be 1 or more, not {options['processes']}.")
+        if options["processes"] > 1:
+            sys.exit(self._supervise(options))
         try:
             worker = Worker(
                 queues=options["queues"],
@@ -104,26 +128,66 @@ class Command(BaseCommand):
             sys.exit(self._restart_on_changes())
 
     def _serve(self, worker: Worker) -> None:
-        """Work until a signal; the first drains the worker, a second stops it at once."""
+        """Work until a signal; the first drains the worker, a second stops it at once.
+
+        A child of ``--processes`` drains on every SIGTERM or SIGINT: its supervisor passes
+        SIGTERM on, and systemd (or anyone signalling the whole group) may send one as well.
+        Only the supervisor's STOP_NOW stops it at once.
+        """
+        supervised = watch_supervisor(worker.request_stop)
         signals_seen = 0
+        forced = False
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             # Only set flags here: real work in a signal handler can deadlock the worker.
-            nonlocal signals_seen
+            nonlocal signals_seen, forced
             signals_seen += 1
-            if signals_seen == 1:
-                worker.request_stop()
-            else:
+            if signum == STOP_NOW or (signals_seen > 1 and not supervised):
+                forced = True
                 worker.force_stop()
                 # If the main loop is stuck in a database call, leave anyway.
                 threading.Timer(2.0, os._exit, (1,)).start()
+            else:
+                worker.request_stop()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        if supervised:
+            signal.signal(STOP_NOW, on_signal)
         clean = worker.run()
         self.stdout.write(f"Worker {worker.id} stopped.")
-        if signals_seen > 1 or not clean:
-            self._leave_now(1 if signals_seen > 1 else 0)
+        if forced or not clean:
+            self._leave_now(1 if forced else 0)
+
+    # --- --processes ---------------------------------------------------------------------
+
+    def _supervise(self, options: dict[str, Any]) -> int:
+        """Run ``--processes`` workers as child processes until they exit; return the status."""
+        if options["reload"]:
+            raise CommandError(
+                "--reload restarts one worker when a file changes: run it without --processes."
+            )
+        _check_numbers(options)  # here once, rather than in every child, again and again
+        shutdown_timeout = options["shutdown_timeout"]
+        if shutdown_timeout is None:
+            shutdown_timeout = get_settings().SHUTDOWN_TIMEOUT
+        command, env = child_command(self.create_parser("", COMMAND), COMMAND, options)
+        supervisor = Supervisor(
+            command,
+            processes=options["processes"],
+            burst=options["burst"],
+            shutdown_timeout=shutdown_timeout,
+            env={**os.environ, **env},
+            write_out=_relay(self.stdout),
+            write_err=_relay(self.stderr),
+        )
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            supervisor.request_stop()  # only counts: the supervisor's loop does the rest
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        return supervisor.run()
 
     # --- --reload ----------------------------------------------------------------------
     #
@@ -232,6 +296,34 @@ class Command(BaseCommand):
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+
+
+def _check_numbers(options: dict[str, Any]) -> None:
+    """Refuse the values the Worker refuses, with its words."""
+    for name in ("concurrency", "poll_interval", "lease"):
+        value = options[name]
+        if value is not None and value <= 0:
+            what = name.replace("_", " ")
+            raise CommandError(f"The {what} must be greater than 0, not {value}.")
+    if options["shutdown_timeout"] is not None:
+        try:
+            to_seconds(options["shutdown_timeout"], "shutdown_timeout=")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+
+def _relay(stream: OutputWrapper) -> Callable[[str], None]:
+    """Return a writer of the children's lines to ``stream``, each at once, uncoloured."""
+
+    def write(line: str) -> None:
+        stream.write(line, style_func=_as_is)  # not in the colour of errors
+        stream.flush()  # not held back in a buffer when the output is a pipe (journald)
+
+    return write
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 def _wait_for_a_change() -> None:
