@@ -130,6 +130,12 @@ CONTENDERS = (
         },
     ),
     Contender(
+        key="absurd",
+        label="Absurd",
+        module="bench.systems.absurd",
+        cases=(("W1", 1), ("W1", 4), ("W2", 4), ("W3", 4)),
+    ),
+    Contender(
         key="procrastinate",
         label="procrastinate",
         module="bench.systems.procrastinate",

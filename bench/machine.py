@@ -16,6 +16,8 @@ PACKAGES = (
     "Django",
     "psycopg",
     "dbos",
+    "absurd-sdk",
+    "absurdctl",
     "SQLAlchemy",
     "procrastinate",
     "django-tasks",

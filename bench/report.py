@@ -89,11 +89,15 @@ COMPARISONS = (
         "W1/free",
         "dbos-direct",
     ),
+    ("W1, concurrency 4 vs Absurd", "W1", "W1/c4", "W1/c4", "absurd"),
+    ("W1, concurrency 1 vs Absurd", "W1", "W1/c1", "W1/c1", "absurd"),
     ("W2 vs DBOS queue (4)", "W2", "W2/c4", "W2/c4", "dbos-queue"),
     ("W2 vs DBOS start_workflow (no limit)", "W2", "W2/c4", "W2/free", "dbos-direct"),
+    ("W2 vs Absurd (4)", "W2", "W2/c4", "W2/c4", "absurd"),
     ("W2 vs procrastinate (4)", "W2", "W2/c4", "W2/c4", "procrastinate"),
     ("W2 vs django-tasks-db (4 processes)", "W2", "W2/c4", "W2/c4", "django-tasks"),
     ("W3 latency vs DBOS", "W3", "W3/c4", "W3/c4", "dbos-direct"),
+    ("W3 latency vs Absurd", "W3", "W3/c4", "W3/c4", "absurd"),
     ("W4 items written vs DBOS", "W4", "W4/c4", "W4/c4", "dbos-direct"),
 )
 
@@ -141,6 +145,15 @@ def targets(summary: dict) -> list[dict]:
         f"{ratio:.1f}x" if ratio else "",
         target=False,
     )
+    for conc in (1, 4):
+        ratio = speedup(summary, "W1", f"W1/c{conc}", f"W1/c{conc}", "absurd")
+        check(
+            f"W1 steps/s >= 2x Absurd, one worker process, concurrency {conc}",
+            ratio,
+            2,
+            f"{ratio:.2f}x" if ratio else "",
+            target=conc == 1,
+        )
     l0 = _median(summary, "L0/c1", "postgres", "commits_per_s")
     for conc in (4, 1):
         steps = _median(summary, f"W1/c{conc}", "durable", "steps_per_s")
@@ -152,23 +165,26 @@ def targets(summary: dict) -> list[dict]:
             f"{share:.0%} ({steps:,.0f} of {l0:,.0f})" if share else "",
             target=conc == 4,
         )
-    for peer in ("dbos-queue", "procrastinate", "django-tasks"):
+    for peer in ("dbos-queue", "absurd", "procrastinate", "django-tasks"):
         ratio = speedup(summary, "W2", "W2/c4", "W2/c4", peer)
         check(
             f"W2 runs/s >= {by_key()[peer].label} at equal concurrency (4)",
             ratio,
             1,
             f"{ratio:.2f}x" if ratio else "",
+            target=peer != "absurd",
         )
-    ours = _median(summary, "W3/c4", "durable", "median_ms")
-    theirs = _median(summary, "W3/c4", "dbos-direct", "median_ms")
-    ratio = theirs / ours if ours and theirs else None
-    check(
-        "W3 median latency <= DBOS's",
-        ratio,
-        1,
-        f"{ours:.1f} ms vs {theirs:.1f} ms" if ratio else "",
-    )
+    for peer, name in (("dbos-direct", "DBOS"), ("absurd", "Absurd")):
+        ours = _median(summary, "W3/c4", "durable", "median_ms")
+        theirs = _median(summary, "W3/c4", peer, "median_ms")
+        ratio = theirs / ours if ours and theirs else None
+        check(
+            f"W3 median latency <= {name}'s",
+            ratio,
+            1,
+            f"{ours:.1f} ms vs {theirs:.1f} ms" if ratio else "",
+            target=peer != "absurd",
+        )
     return checks
 
 

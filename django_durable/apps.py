@@ -3,7 +3,8 @@
 ``ready()`` is the top of the package: it imports the workflows module of every installed
 app (and its tasks module, when ``TASKS`` names a DurableBackend), and plugs the client's
 start functions into the declarations, so that ``fulfill.start(...)`` works without the
-declarations importing the client.
+declarations importing the client. It also connects the receiver that clears the owner of
+a deleted user's runs (``client/owners.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class DurableConfig(AppConfig):
         """Register the system checks, install the client's starters, find workflows and tasks."""
         # Imported here, not at the top: they need the models, which load after this module.
         from .api import checks as api_checks  # noqa: F401  (registers the API's checks)
+        from .client import owners
         from .client.starting import astart_run, start_run
         from .declarations import starting
         from .declarations.registry import autodiscover
@@ -30,5 +32,6 @@ class DurableConfig(AppConfig):
         from .tasks import discovery
 
         starting.install(start_run, astart_run)
+        owners.connect()
         autodiscover()
         discovery.autodiscover()

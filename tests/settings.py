@@ -120,6 +120,12 @@ DJANGO_DURABLE = {
 # environment, e.g. DURABLE_TEST_SETTINGS='{"MAX_RECOVERIES": 2}'.
 DJANGO_DURABLE.update(json.loads(os.environ.get("DURABLE_TEST_SETTINGS") or "{}"))
 
+# A worker process whose clock is off by DURABLE_TEST_CLOCK_SKEW seconds (tests/skewed_clock.py).
+if os.environ.get("DURABLE_TEST_CLOCK_SKEW"):
+    from tests import skewed_clock
+
+    skewed_clock.install(float(os.environ["DURABLE_TEST_CLOCK_SKEW"]))
+
 # Django Tasks (tests/tasks/): the tasks of tests/testapp/tasks.py run as durable runs.
 TASKS = {
     "default": {

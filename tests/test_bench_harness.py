@@ -1,7 +1,8 @@
 """The benchmark harness (bench/): its report logic, and one system module end to end.
 
 No timing is asserted: speed is measured by `make bench`, never tested. The peers' packages
-(dbos, procrastinate, django-tasks-db) are not needed here.
+(dbos, procrastinate, django-tasks-db) are not needed here; Absurd's system module is run
+when `make bench` has installed it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def test_summary_medians_ratios_and_targets() -> None:
             _sample("L0", 1, "postgres", rep, commits_per_s=l0),
             _sample("W1", 4, "durable", rep, steps_per_s=ours, runs_per_s=ours / 10),
             _sample("W1", 4, "dbos-queue", rep, steps_per_s=dbos, runs_per_s=dbos / 10),
+            _sample("W1", 1, "durable", rep, steps_per_s=1000, runs_per_s=100),
+            _sample("W1", 1, "absurd", rep, steps_per_s=800, runs_per_s=80),
             _sample("W2", 4, "durable", rep, runs_per_s=900),
             _sample("W2", 4, "procrastinate", rep, runs_per_s=1000),
             _sample("W3", 4, "durable", rep, median_ms=5.0, p95_ms=7.0),
@@ -102,6 +105,9 @@ def test_summary_medians_ratios_and_targets() -> None:
     assert checks["W2 runs/s >= procrastinate at equal concurrency (4)"]["holds"] is False
     assert checks["W2 runs/s >= django-tasks-db at equal concurrency (4)"]["holds"] is None
     assert checks["W3 median latency <= DBOS's"]["holds"] is True
+    absurd = checks["W1 steps/s >= 2x Absurd, one worker process, concurrency 1"]
+    assert (absurd["value"], absurd["holds"], absurd["is_target"]) == (1.25, False, True)
+    assert checks["W3 median latency <= Absurd's"]["holds"] is None
 
     document.update(
         summary=summary, targets=report.targets(summary) + report.extra_targets(document)
@@ -113,6 +119,8 @@ def test_summary_medians_ratios_and_targets() -> None:
     ) in text
     assert "| W6: not run | not measured | not measured |" in text
     assert "| W2 runs/s >= procrastinate at equal concurrency (4) | 0.90x | FAIL |" in text
+    assert "| W1 | 1 | Absurd | one worker process (start_worker), concurrency 1," in text
+    assert "W4, Absurd: n/a (no streams)" in text
     assert "W1, procrastinate: n/a (a job queue: no steps)" in text
     assert "error (1 runs)" in text
     assert "`bench/w6.py` does not exist yet" in text
@@ -139,9 +147,12 @@ def scratch_dsn() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_durable_system_module_prints_its_figures_as_json(scratch_dsn: str) -> None:
+@pytest.mark.parametrize("system", ["durable", "absurd"])
+def test_system_module_prints_its_figures_as_json(scratch_dsn: str, system: str) -> None:
+    if system == "absurd":
+        pytest.importorskip("absurd_sdk", reason="Absurd is installed by `make bench`")
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.systems.durable", "W2", "--quick", "--dsn", scratch_dsn],
+        [sys.executable, "-m", f"bench.systems.{system}", "W2", "--quick", "--dsn", scratch_dsn],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .. import display
+from ..core.conf import get_settings
 from ..models import Event, Message
 from .base import (
     ChoicesFromCode,
@@ -31,7 +32,8 @@ class RecentTypeFilter(ChoicesFromCode):
     RECENT = 1000
 
     def names(self) -> set[str]:
-        recent = Event.objects.order_by("-id").values_list("type", flat=True)[: self.RECENT]
+        events = Event.objects.using(get_settings().DATABASE)
+        recent = events.order_by("-id").values_list("type", flat=True)[: self.RECENT]
         return {name for name in recent if name}
 
 

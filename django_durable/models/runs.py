@@ -76,11 +76,15 @@ class Run(models.Model):
     trace_context = models.JSONField(null=True, blank=True)
     # NULL, not "": runs without a key must not collide in the unique index.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The user model may live in another database (DJANGO_DURABLE["DATABASE"] with a
+    # router): no database constraint, and Django's deletion, which looks for related rows
+    # in the user's database only, does not follow it. client/owners.py clears it instead.
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
-        on_delete=models.SET_NULL,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="durable_runs",
     )
     # The key of the workflow's flow control (concurrency_key=, singleton_key=, debounce=),

@@ -30,7 +30,7 @@ from ..declarations.registry import get_workflow, registered_workflows
 from ..declarations.workflows import Workflow
 from ..exceptions import WorkflowNotFound
 from ..models import Schedule
-from ..store.dialect import dialect
+from ..store.dialect import database_now, dialect
 
 logger = logging.getLogger("django_durable")
 
@@ -123,7 +123,8 @@ def _first_tick(name: str, values: dict[str, Any], now: datetime) -> datetime | 
 
 def _create_code_schedule(name: str, workflow: Workflow[Any, Any], alias: str) -> int:
     values = _declared_values(workflow)
-    first = _first_tick(name, values, timezone.now())
+    # The database's time, not this worker's: a clock minutes off would skip or add ticks.
+    first = _first_tick(name, values, database_now(alias))
     try:
         with transaction.atomic(using=alias):  # a savepoint: another worker may race us
             # Not save(): it would compute the next tick again, and fail if there is none.
@@ -150,7 +151,7 @@ def _update_code_schedule(row: Schedule, workflow: Workflow[Any, Any], alias: st
     same = all(getattr(row, field) == value for field, value in values.items())
     if same and row.next_tick_at is not None:
         return 0
-    now = timezone.now()
+    now = database_now(alias)
     timing = (values["cron"], values["time_zone"])
     if row.next_tick_at is None or (row.cron, row.time_zone) != timing:
         values["next_tick_at"] = _first_tick(row.name, values, now)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connections
+from django.db import DEFAULT_DB_ALIAS, connections, router
 
 from ..core.conf import get_settings
 
@@ -57,3 +58,24 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     return []
+
+
+@register("django_durable")
+def check_router(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Check Django's routers send the models to a durable database that is not "default"."""
+    alias = get_settings().DATABASE
+    if alias == DEFAULT_DB_ALIAS or alias not in connections:
+        return []
+    routed = router.db_for_write(apps.get_model("django_durable", "Run"))
+    if routed == alias:
+        return []
+    return [
+        Warning(
+            f"DJANGO_DURABLE['DATABASE'] is {alias!r}, but Django's database routers send "
+            f"django-durable's models to {routed!r}: migrate creates their tables there, "
+            "and code that does not name the database (Run.objects, a user's durable_runs, "
+            "a run's owner) looks in the wrong one.",
+            hint="Add 'django_durable.routers.DurableRouter' to DATABASE_ROUTERS.",
+            id="django_durable.W002",
+        )
+    ]

@@ -31,6 +31,7 @@ from ..core.logfields import run_extra
 from ..exceptions import WorkflowNotFound
 from ..models import WorkerProcess
 from ..models.workers import alive_since
+from ..store.dialect import database_now
 from ..store.records import Stray
 from ..store.unknown import fail_stray, unknown_heads
 
@@ -40,8 +41,8 @@ logger = logging.getLogger("django_durable")
 # polls (the test helpers make a Worker per round).
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
-# When this process began: a worker without a WorkerProcess row (``run_once()``, the test
-# helpers) counts as live since then.
+# When this process began, on its own clock: a worker without a WorkerProcess row
+# (``run_once()``, the test helpers) counts as live since then.
 _process_started = timezone.now()
 # The longest pause between two looks: a warning comes at most this late.
 MAX_INTERVAL = 10.0
@@ -75,7 +76,9 @@ class UnknownWorkflows:
         strays = unknown_heads(queues=self.queues, known=sorted(known), alias=self.alias)
         if not strays:
             return 0
-        now = timezone.now()
+        # The database's time: ``last_seen_at`` and ``available_at`` are in it, and this
+        # worker's clock may be minutes off.
+        now = database_now(self.alias)
         timeout = get_settings().UNKNOWN_WORKFLOW_TIMEOUT
         rows = _worker_rows(now, timeout)
         names = sorted({stray.workflow_name for stray in strays})
@@ -173,7 +176,9 @@ def _watching_since(rows: list[WorkerProcess], now: datetime) -> datetime:
         for row in rows
         if row.stopped_at is None and row.last_seen_at >= alive_since(now)
     ]
-    return min([*live, _process_started])
+    # How long ago this process began, by its own clock, on the database's (``now``).
+    process_started = now - (timezone.now() - _process_started)
+    return min([*live, process_started])
 
 
 def _error(name: str, timeout: float) -> str:

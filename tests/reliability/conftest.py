@@ -114,9 +114,9 @@ class WorkerPool:
     ``kill()`` SIGKILLs the worker of a slot and starts a new one there (as a process
     manager would); ``chaos()`` does that to one slot after another at an interval until a
     condition holds; ``pause()``/``resume()`` SIGSTOP and SIGCONT one; ``stop()`` SIGTERMs
-    them all and returns their exit codes. ``killed`` lists every pid killed, in order.
-    Extra ``DJANGO_DURABLE`` settings for the workers go through ``DURABLE_TEST_SETTINGS``
-    (read by tests/settings.py).
+    them all and returns their exit codes. ``killed`` lists every pid killed, in order, and
+    ``kill_times`` says when each one was killed. Extra ``DJANGO_DURABLE`` settings for the
+    workers go through ``DURABLE_TEST_SETTINGS`` (read by tests/settings.py).
     """
 
     def __init__(
@@ -138,8 +138,10 @@ class WorkerPool:
         self.slots: list[subprocess.Popen[bytes] | None] = [None] * size
         self.started: list[subprocess.Popen[bytes]] = []
         self.killed: list[int] = []
+        # pid -> just before the SIGKILL, and once it was gone (the clock of this machine's
+        # processes, as in ``Execution.created_at``)
+        self.kill_times: dict[int, tuple[datetime, datetime]] = {}
         self.app_names: dict[int, str] = {}  # pid -> its connections' application_name
-        self.spared = 0  # times kill_next() passed a worker over
         self._generation = 0
         self._next_victim = 0
 
@@ -216,55 +218,16 @@ class WorkerPool:
         proc = self.slots[slot]
         if proc is not None:
             if proc.poll() is None:
+                before = timezone.now()
                 os.kill(proc.pid, signal.SIGKILL)
                 self.killed.append(proc.pid)
+                proc.wait(30)
+                self.kill_times[proc.pid] = (before, timezone.now())  # it is gone by then
             proc.wait(30)
             self.slots[slot] = None
         if restart:
             self._spawn(slot)
         return proc.pid if proc is not None else 0
-
-    def kill_next(self, spare: Callable[[int], bool] | None = None) -> int | None:
-        """SIGKILL the next worker in turn that ``spare(pid)`` does not protect; restart it.
-
-        With ``spare``, each candidate is frozen first (SIGSTOP) and left to settle, so what
-        ``spare`` reads cannot change before the kill; a spared worker is let go (SIGCONT)
-        and the next one is tried. Returns the pid killed, or None if all were spared.
-        """
-        for offset in range(self.size):
-            slot = (self._next_victim + offset) % self.size
-            proc = self.slots[slot]
-            if spare is not None and proc is not None and proc.poll() is None:
-                self.pause(proc)
-                self._settle(proc.pid)
-                if spare(proc.pid):
-                    self.resume(proc)
-                    self.spared += 1
-                    continue
-            self._next_victim = (slot + 1) % self.size
-            return self.kill(slot)
-        return None
-
-    def _settle(self, pid: int, timeout: float = 2.0) -> None:
-        """Wait until no ``Execution`` insert of a frozen worker is still being committed.
-
-        A statement sent just before SIGSTOP still runs on the server; on SQLite the
-        process commits by itself, so a frozen one commits nothing.
-        """
-        if not ON_POSTGRES:
-            return
-        query = (
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND state = 'active' AND query LIKE %s"
-        )
-        pattern = f'%"{Execution._meta.db_table}"%'
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with connection.cursor() as cursor:
-                cursor.execute(query, [self.app_names[pid], pattern])
-                if cursor.fetchone()[0] == 0:
-                    return
-            time.sleep(0.005)
 
     def supervise(self) -> int:
         """Start a new worker in each slot whose worker exited; return how many."""
@@ -282,14 +245,12 @@ class WorkerPool:
         interval: float = 1.0,
         timeout: float = 300.0,
         on_tick: Callable[[], None] | None = None,
-        spare: Callable[[int], bool] | None = None,
     ) -> int:
         """Kill and restart one worker every ``interval`` s, in turn, until ``until()``.
 
-        A worker for which ``spare(pid)`` is true at that moment is passed over for the
-        next one (see ``kill_next``); when every one is, the kill waits for the next tick.
-        Also restarts workers that died on their own. Returns the number of kills;
-        fails if ``until()`` is still false after ``timeout`` seconds.
+        The kills land blind, on whatever the worker is doing. Also restarts workers that
+        died on their own. Returns the number of kills; fails if ``until()`` is still
+        false after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         kills = 0
@@ -300,7 +261,8 @@ class WorkerPool:
             self.supervise()
             if on_tick is not None:
                 on_tick()
-            if time.monotonic() >= next_kill and self.kill_next(spare) is not None:
+            if time.monotonic() >= next_kill:
+                self.kill()
                 kills += 1
                 next_kill = time.monotonic() + interval
             time.sleep(0.05)

@@ -56,6 +56,8 @@ MESSAGES = (
     else Inboxes(runs=100, topics=2, per_topic=100, senders=2, workers=2, burst=20)
 )
 MESSAGES_CHAOS = Inboxes(runs=100, topics=4, per_topic=50, senders=4, workers=4, burst=25)
+# Under kills in `make test`: a SIGKILL every second, four at most, on each database.
+MESSAGES_KILLS = Inboxes(runs=20, topics=2, per_topic=40, senders=2, workers=3, burst=10)
 
 
 def send_all(
@@ -73,9 +75,16 @@ def send_all(
 
 
 def exchange(
-    processes: WorkerProcesses, scale: Inboxes, *, kill_every: float | None = None
+    processes: WorkerProcesses,
+    scale: Inboxes,
+    *,
+    kill_every: float | None = None,
+    most_kills: int | None = None,
 ) -> dict[str, Any]:
-    """Run the inboxes of ``scale`` through worker processes; check and return figures."""
+    """Run the inboxes of ``scale`` through worker processes; check and return figures.
+
+    With ``kill_every``, a worker is SIGKILLed that often (``most_kills`` times at most).
+    """
     topics = [f"topic-{index}" for index in range(scale.topics)]
     handles = [rw.inbox.start(topics, scale.per_topic) for _ in range(scale.runs)]
     args = ("--concurrency", "4", "--lease", "2", "--poll-interval", "0.2")
@@ -92,7 +101,12 @@ def exchange(
     kills = 0
     if kill_every is not None:
         kills = kill_while(
-            processes, workers, args, kill_every, lambda: not Run.objects.active().exists()
+            processes,
+            workers,
+            args,
+            kill_every,
+            lambda: not Run.objects.active().exists(),
+            most=most_kills,
         )
     sent: dict[tuple[str, str], list[str]] = {}
     for sender in senders:
@@ -153,9 +167,14 @@ def kill_while(
     args: tuple[str, ...],
     interval: float,
     done: Any,
+    *,
+    most: int | None = None,
 ) -> int:
-    """SIGKILL one worker every ``interval`` s, in turn, starting a new one, until ``done()``."""
+    """SIGKILL one worker every ``interval`` s, in turn, starting a new one, until ``done()``
+    (or ``most`` kills)."""
     for kills in itertools.count():
+        if kills == most:
+            return kills
         deadline = time.monotonic() + interval
         while time.monotonic() < deadline:
             if done():
@@ -179,9 +198,15 @@ def test_20000_messages_none_lost_none_twice_fifo_per_topic(worker_processes):
     report("messages chaos", backend="postgresql" if ON_POSTGRES else "sqlite", **figures)
 
 
-@pytest.mark.chaos
-def test_20000_messages_while_workers_are_sigkilled(worker_processes):
-    figures = exchange(worker_processes, MESSAGES_CHAOS, kill_every=3.0)
+@pytest.mark.parametrize(
+    ("scale", "kill_every", "most_kills"),
+    [
+        pytest.param(MESSAGES_KILLS, 1.0, 4, id="short"),
+        pytest.param(MESSAGES_CHAOS, 3.0, None, id="20000", marks=pytest.mark.chaos),
+    ],
+)
+def test_messages_while_workers_are_sigkilled(worker_processes, scale, kill_every, most_kills):
+    figures = exchange(worker_processes, scale, kill_every=kill_every, most_kills=most_kills)
     assert figures["kills"] > 0
     report("messages kill-9", backend="postgresql" if ON_POSTGRES else "sqlite", **figures)
 

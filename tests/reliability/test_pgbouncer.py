@@ -40,7 +40,6 @@ from tests.reliability.test_chaos import (
     CONCURRENCY,
     WORKERS,
     check,
-    rerunning_a_body_cut_short,
     start_runs,
 )
 from tests.testapp import workflows as wf
@@ -153,7 +152,6 @@ def test_kill_9_chaos_through_pgbouncer(worker_pool, pgbouncer):
         until=lambda: not Run.objects.active().exists(),
         interval=2.0,  # a worker lives 8 s: time to start through the pooler and work
         timeout=300,
-        spare=rerunning_a_body_cut_short,
     )
     seconds = time.monotonic() - started
     assert pool.stop() == [0] * WORKERS, pool.logs()

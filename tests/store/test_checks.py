@@ -40,3 +40,12 @@ def test_a_listen_database_must_be_a_database_of_the_same_kind(settings):
     [error] = check_database()
     assert error.id == "django_durable.E005"
     assert "'direct', which is not a" in error.msg
+
+
+def test_the_router_check_is_quiet_for_default_and_leaves_a_missing_alias_to_e001(settings):
+    # The warning itself, with a real second database: tests/multidb/test_setup.py.
+    from django_durable.store.checks import check_router
+
+    assert check_router() == []
+    settings.DJANGO_DURABLE = {"DATABASE": "missing"}
+    assert check_router() == []

@@ -1,32 +1,114 @@
-"""Claiming stays an index scan of ready rows however many finished runs pile up."""
+"""Claiming stays an index scan of ready rows however many finished runs pile up.
+
+The statement explained is the one ``claims.claim_runs`` sends, with its parameters: the
+test catches it on its way to the database (``claims.execute``) and asks the database for
+its plan instead (PostgreSQL: ``EXPLAIN (FORMAT JSON)``; SQLite: ``EXPLAIN QUERY PLAN``).
+"""
 
 from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
 from django_durable.models import Run, RunStatus
-from django_durable.store import claims, dialect
+from django_durable.store import claims
+from django_durable.store.dialect import Result
 from tests.conftest import ON_POSTGRES
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# A worker that knows 50 workflows: the names filter the rows the index yields.
+WORKFLOWS = ["tests.add", *(f"tests.other_{n}" for n in range(49))]
 
-def claim_plan() -> str:
-    """Return the plan of the claim statement itself, as a worker that knows 50 workflows
-    makes it (the names filter the rows the index yields)."""
-    d = dialect.dialect()
-    params: dict = {"worker": "w", "limit": 4}
-    names = ["tests.add", *(f"tests.other_{n}" for n in range(49))]
-    sql = claims._claim_sql(d, params, ["default"], [], names, 10)
-    explain = "EXPLAIN " if ON_POSTGRES else "EXPLAIN QUERY PLAN "
+
+def claim_statement(monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
+    """Return the claim statement and parameters of ``claim_runs``, without running it."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def catch(d: Any, sql: str, params: dict[str, Any]) -> Result:
+        sent.append((sql, dict(params)))
+        return Result([], 0)
+
+    monkeypatch.setattr(claims, "execute", catch)
+    claims.claim_runs(
+        worker_id="worker-1",
+        queues=["default"],
+        limit=4,
+        lease_seconds=30,
+        exclude=[uuid.uuid4()],  # a run in flight: the worker never claims its own again
+        workflows=WORKFLOWS,
+    )
+    monkeypatch.undo()
+    [(sql, params)] = sent
+    assert sql.startswith("WITH cand AS (")
+    return sql, params
+
+
+def pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from pg_nodes(child)
+
+
+def assert_pg_plan(sql: str, params: dict[str, Any]) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(explain + sql, params)
-        return "\n".join(str(row) for row in cursor.fetchall())
+        cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        value = cursor.fetchone()[0]
+    [plan] = json.loads(value) if isinstance(value, str) else value
+    nodes = list(pg_nodes(plan["Plan"]))
+    assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], json.dumps(plan, indent=1)
+    [cand] = [n for n in nodes if n.get("Subplan Name") == "CTE cand"]
+    in_cand = list(pg_nodes(cand))
+    ready = [
+        n
+        for n in in_cand
+        if n["Node Type"] in ("Index Scan", "Index Only Scan")
+        and n.get("Relation Name") == "durable_run"
+        and n.get("Index Name") == "durable_run_ready"
+    ]
+    assert ready, json.dumps(cand, indent=1)
+    # The index yields the candidates in the claim's order (priority, then age): at most
+    # the ties are sorted by id, nothing is sorted whole.
+    sorts = [n for n in in_cand if "Sort" in n["Node Type"]]
+    assert all(n["Node Type"] == "Incremental Sort" for n in sorts), json.dumps(cand, indent=1)
+    assert all(
+        n["Presorted Key"][:2] == ["durable_run_1.priority", "durable_run_1.available_at"]
+        for n in sorts
+    ), json.dumps(cand, indent=1)
 
 
-def test_the_claim_query_uses_the_partial_index_of_ready_runs():
+def assert_sqlite_plan(sql: str, params: dict[str, Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        rows = cursor.fetchall()
+    text = "\n".join(str(row) for row in rows)
+    details = {row[0]: row[3] for row in rows}
+    parents = {row[0]: row[1] for row in rows}
+
+    def under(node: int, ancestor: int) -> bool:
+        while node in parents:
+            node = parents[node]
+            if node == ancestor:
+                return True
+        return False
+
+    [cand] = [
+        n for n, detail in details.items() if detail in ("CO-ROUTINE cand", "MATERIALIZE cand")
+    ]
+    in_cand = [details[node] for node in details if under(node, cand)]
+    assert "SEARCH durable_run USING INDEX durable_run_ready (queue=?)" in in_cand, text
+    # The index yields the claim's order; only the ties are sorted by id.
+    assert "USE TEMP B-TREE FOR ORDER BY" not in in_cand, text
+    assert not [d for d in details.values() if d.startswith("SCAN durable_run")], text
+
+
+def test_the_claim_query_uses_the_partial_index_of_ready_runs(monkeypatch):
     now = timezone.now()
     Run.objects.bulk_create(
         Run(workflow_name="tests.add", status=RunStatus.COMPLETED, finished_at=now, input={})
@@ -35,7 +117,8 @@ def test_the_claim_query_uses_the_partial_index_of_ready_runs():
     Run.objects.bulk_create(Run(workflow_name="tests.add", input={}) for _ in range(5))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE durable_run")
-    plan = claim_plan()
-    print(plan)
-    assert "durable_run_ready" in plan
-    assert "Seq Scan" not in plan and "SCAN durable_run\n" not in plan + "\n"
+    sql, params = claim_statement(monkeypatch)
+    if ON_POSTGRES:
+        assert_pg_plan(sql, params)
+    else:
+        assert_sqlite_plan(sql, params)

@@ -211,3 +211,33 @@ def sm_sleeps(ctx: durable.Context) -> str:
 def sm_parent(ctx: durable.Context, count: int) -> list:
     handles = [ctx.start_child(sm_steps, index) for index in range(count)]
     return ctx.gather(*handles)
+
+
+# --- a worker that lost its lease, between two operations (test_lease_lost.py) -------------
+
+
+def _hold_in_workflow_code(run_id: str) -> None:
+    """Wait while the ``SideEffect`` named by ``DURABLE_TEST_GATE`` exists (the test's gate).
+
+    Workflow code, not a step: nothing is written here, so the first write after the gate
+    is the next operation's. A worker started without the variable passes at once.
+    """
+    gate = os.environ.get("DURABLE_TEST_GATE")
+    if not gate:
+        return
+    Execution.objects.create(run_id=run_id, label=f"gate-{gate}", pid=os.getpid())
+    deadline = time.monotonic() + 120
+    while SideEffect.objects.filter(label=gate).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test never opened the gate {gate!r}")
+        time.sleep(0.02)
+
+
+@durable.workflow(name="reliability.held_then_sleeps")
+def held_then_sleeps(ctx: durable.Context) -> list[int]:
+    """A step, a gate in workflow code, a sleep, a step: who wrote each says who ran it."""
+    first = ctx.step("first", _plain, ctx.run_id, "first", 0.0)
+    _hold_in_workflow_code(ctx.run_id)
+    ctx.sleep(0.2)
+    second = ctx.step("second", _plain, ctx.run_id, "second", 0.0)
+    return [first, second]

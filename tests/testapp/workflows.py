@@ -880,9 +880,12 @@ def parent_of_waiting_child(ctx: durable.Context, fail_after: bool = False) -> s
 
 
 from . import reliability_workflows  # noqa: E402, F401  (the reliability suite)
+from .clock_workflows import holds  # noqa: E402, F401  (loads the clock tests' workflows)
 from .flow_workflows import flow_pair  # noqa: E402, F401  (loads the flow control ones)
 from .fork_workflows import BUG  # noqa: E402, F401  (loads the fork tests' workflows)
+from .multidb_workflows import PAUSE  # noqa: E402, F401  (the two-database tests' workflows)
 from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
 from .saga_workflows import STAGES  # noqa: E402, F401  (loads the compensation ones)
 from .timeout_workflows import GATES as TIMEOUT_GATES  # noqa: E402, F401  (step timeouts)
+from .upgrade_workflows import NAP  # noqa: E402, F401  (loads the upgrade test's workflows)
 from .waits_workflows import said  # noqa: E402, F401  (loads the first_of and callback ones)
