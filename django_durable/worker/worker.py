@@ -61,6 +61,21 @@ def _positive(value: float | None, default: float, what: str) -> float:
     return value
 
 
+def check_numbers(
+    *,
+    concurrency: float | None = None,
+    poll_interval: float | None = None,
+    lease_seconds: float | None = None,
+    shutdown_timeout: float | None = None,
+) -> None:
+    """Raise ``ValueError``, in the Worker's words, for a value the Worker would refuse."""
+    _positive(concurrency, 1, "concurrency")
+    _positive(poll_interval, 1, "poll interval")
+    _positive(lease_seconds, 1, "lease")
+    if shutdown_timeout is not None:
+        to_seconds(shutdown_timeout, "shutdown_timeout=")
+
+
 class Worker:
     """Executes runs of the given queues, ``concurrency`` at a time."""
 

@@ -14,17 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rss_kb(pid: int) -> int:

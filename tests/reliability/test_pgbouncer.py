@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from tests.reliability.test_chaos import (
     check,
     start_runs,
 )
+from tests.servers import free_port
 from tests.testapp import workflows as wf
 
 pytestmark = [
@@ -70,12 +70,6 @@ class Bouncer:
         return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bouncer]:
     binary = shutil.which("pgbouncer") or next(
@@ -86,7 +80,7 @@ def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bouncer]:
             pytest.fail("pgbouncer is required (DURABLE_REQUIRE_PGBOUNCER=1) but not installed")
         pytest.skip("SKIPPED: pgbouncer is not installed (apt-get install pgbouncer)")
     folder = tmp_path_factory.mktemp("pgbouncer")
-    port = _free_port()
+    port = free_port()
     ini = folder / "pgbouncer.ini"
     ini.write_text(
         "[databases]\n"

@@ -16,14 +16,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import autoreload
 
 from django_durable.core.conf import get_settings
-from django_durable.core.durations import to_seconds
 from django_durable.worker.supervisor import (
     STOP_NOW,
     Supervisor,
     child_command,
     watch_supervisor,
 )
-from django_durable.worker.worker import Worker
+from django_durable.worker.worker import Worker, check_numbers
 
 logger = logging.getLogger("django_durable")
 
@@ -300,16 +299,15 @@ class Command(BaseCommand):
 
 def _check_numbers(options: dict[str, Any]) -> None:
     """Refuse the values the Worker refuses, with its words."""
-    for name in ("concurrency", "poll_interval", "lease"):
-        value = options[name]
-        if value is not None and value <= 0:
-            what = name.replace("_", " ")
-            raise CommandError(f"The {what} must be greater than 0, not {value}.")
-    if options["shutdown_timeout"] is not None:
-        try:
-            to_seconds(options["shutdown_timeout"], "shutdown_timeout=")
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+    try:
+        check_numbers(
+            concurrency=options["concurrency"],
+            poll_interval=options["poll_interval"],
+            lease_seconds=options["lease"],
+            shutdown_timeout=options["shutdown_timeout"],
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _relay(stream: OutputWrapper) -> Callable[[str], None]:
