@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # process, 444 s in two and 387 s in four on this 2-core machine. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
 
-.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs package coverage chaos bench bench-smoke bench-admin screenshots clean
+.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs package coverage chaos bench bench-smoke bench-admin bench-prune screenshots clean
 
 help:
 	@echo "make demo   - set up .venv, migrate the SQLite example, run a workflow through a worker crash"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-smoke - the benchmark harness once, tiny sizes (its figures mean nothing)"
 	@echo "make screenshots - retake the operator's guide's admin pictures (docs/img/admin/)"
 	@echo "make bench-admin - the admin dashboard with 1,000,000 runs on PostgreSQL (bench/results/dashboard.md)"
+	@echo "make bench-prune - prune 1,000,000 finished runs while W2 runs, on PostgreSQL"
 	@echo "make package - build the sdist and the wheel into dist/ and check them with twine"
 
 $(STAMP): pyproject.toml
@@ -171,6 +172,11 @@ bench-smoke: $(BENCH_STAMP)
 # BENCH_ARGS=--quick for 20,000 runs. Needs only the project's own requirements.
 bench-admin: venv
 	$(PY) -m bench.dashboard --dsn postgresql://postgres@127.0.0.1:5432/durable_bench_dashboard $(BENCH_ARGS)
+
+# Pruning 1,000,000 finished runs while a worker runs W2, against each alone, in a database
+# of its own (dropped after); BENCH_ARGS=--quick for 20,000 runs. `make bench` runs it too.
+bench-prune: venv
+	$(PY) -m bench.prune_load --dsn postgresql://postgres@127.0.0.1:5432/durable_bench_prune $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache example_project/db.sqlite3

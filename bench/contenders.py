@@ -44,6 +44,8 @@ class Metric:
     higher_is_better: bool
     second_key: str | None = None
     second_unit: str = ""
+    # Further figures shown after the two: (key, unit).
+    more: tuple[tuple[str, str], ...] = ()
 
 
 METRICS = {
@@ -69,6 +71,7 @@ METRICS = {
         higher_is_better=True,
         second_key="read_per_s",
         second_unit="items/s read",
+        more=(("batched_written_per_s", "items/s written in batches of 100"),),
     ),
 }
 
@@ -101,6 +104,25 @@ CONTENDERS = (
             "W3": "flow control is measured on W2 only",
             "W4": "flow control is measured on W2 only",
         },
+    ),
+    *(
+        Contender(
+            key=f"durable-p{processes}",
+            label=f"django-durable, {processes} processes",
+            module="bench.systems.durable",
+            variant=f"processes-{processes}",
+            cases=(("W1", 4), ("W2", 4)),
+            how={
+                workload: f"run_workflow_worker --processes {processes} --concurrency"
+                f" {4 // processes} (--concurrency is per process: 4 runs at once in all)"
+                for workload in ("W1", "W2")
+            },
+            reasons={
+                "W3": "worker processes are measured on W1 and W2 only",
+                "W4": "worker processes are measured on W1 and W2 only",
+            },
+        )
+        for processes in (2, 4)
     ),
     Contender(
         key="dbos-queue",
@@ -154,6 +176,12 @@ CONTENDERS = (
         cases=(("W2", 4),),
     ),
 )
+
+
+# Scaling with worker processes at the same total concurrency (4 runs at once): the
+# contender that runs W1 and W2 with each number of `run_workflow_worker` processes.
+SCALING_CONCURRENCY = 4
+SCALING = {1: "durable", 2: "durable-p2", 4: "durable-p4"}
 
 
 def by_key() -> dict[str, Contender]:

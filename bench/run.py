@@ -6,7 +6,8 @@ Every run gets a fresh database (``DROP DATABASE ... WITH (FORCE)``, ``CREATE DA
 and its own process: ``python -m bench.systems.NAME WORKLOAD --dsn ...``, which prints
 its figures as JSON on its last line. W5 and W6 (``bench/w5.py``, ``bench/w6.py``) run
 the same way when they exist. Results: bench/results/latest.json (every sample, the
-summary, the machine), latest.md (the table and the targets), ratios.png.
+summary, the machine), latest.md (the table, the scaling with worker processes and the
+targets), ratios.png and scaling.png.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ SERVER = "postgresql://postgres@127.0.0.1:5432"
 DB_NAME = "durable_bench"
 DSN = f"{SERVER}/{DB_NAME}"
 TIMEOUT = 1800  # seconds, for one system running one workload once
-EXTRAS = ("W5", "W6")
+# Scripts of their own, run once each: bench/w5.py, bench/w6.py, bench/prune_load.py,
+# bench/statements.py (statements per step, counted).
+EXTRAS = ("W5", "W6", "prune_load", "statements")
 
 
 def fresh_database() -> None:
@@ -106,7 +109,8 @@ def describe(sample: dict) -> str:
 
 
 def run_extras(names: list[str], quick: bool, extras: dict) -> None:
-    """Run W5 and W6 (``python -m bench.w5 --dsn ...``) when their scripts exist."""
+    """Run W5, W6 and the prune under load (``python -m bench.w5 --dsn ...``) when their
+    scripts exist."""
     for name in names:
         script = ROOT / "bench" / f"{name.lower()}.py"
         if not script.exists():
@@ -165,7 +169,7 @@ def main() -> None:
     report.write(document)
     print()
     print((report.RESULTS / "latest.md").read_text())
-    print(f"Written: {report.RESULTS}/latest.json, latest.md, ratios.png", flush=True)
+    print(f"Written: {report.RESULTS}/latest.json, latest.md, ratios.png, scaling.png", flush=True)
 
 
 if __name__ == "__main__":

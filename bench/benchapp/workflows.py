@@ -44,4 +44,13 @@ def stream_writer(ctx: durable.Context, items: int = 1000) -> int:
     return items
 
 
+@durable.workflow(name="bench.stream_writer_batched")
+def stream_writer_batched(ctx: durable.Context, items: int = 1000, batch: int = 100) -> int:
+    """W4 batched: write ``items`` stream items ``batch`` at a time, then close the stream."""
+    for start in range(0, items, batch):
+        ctx.write_stream_many("out", range(start, min(start + batch, items)))
+    ctx.close_stream("out")
+    return items
+
+
 from . import w5_workflows  # noqa: E402, F401  (W5: registered on import)

@@ -4,6 +4,10 @@ The ``keyed`` variant runs W2 under a concurrency key: the runs of ``KEYS`` cust
 started round-robin, at most one per customer at once (next to the plain queue's W2, the
 cost of flow control in the claim).
 
+The ``processes-P`` variants run the worker as ``run_workflow_worker --processes P
+--concurrency N/P``: ``--concurrency`` is per process, so the total stays ``--concurrency``
+(N runs at once) and only the number of processes changes.
+
 The worker is started and has registered before the runs are enqueued, in one
 transaction; the clock runs from that commit to the last run's ``finished_at``.
 """
@@ -21,10 +25,11 @@ SUPPORTED = {
     "W1": "one run_workflow_worker process, --concurrency {n}",
     "W2": "one run_workflow_worker process, --concurrency {n}",
     "W3": "ctx.recv() in a run, durable.send() and RunHandle.result() from the client",
-    "W4": "ctx.write_stream() in a run, durable.read_stream(follow=True) in the client",
+    "W4": "ctx.write_stream() in a run (batched: ctx.write_stream_many(), 100 items a call),"
+    " durable.read_stream(follow=True) in the client",
 }
 UNSUPPORTED: dict[str, str] = {}
-VARIANTS = ("default", "keyed")
+VARIANTS = ("default", "keyed", "processes-2", "processes-4")
 # Customers of the keyed W2: runs are started round-robin over them.
 KEYS = 100
 
@@ -40,19 +45,51 @@ def setup(dsn: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def start_worker(dsn: str, concurrency: int, *, settings: str = "bench.settings"):
+def processes_of(variant: str) -> int:
+    """The number of worker processes a variant runs (``processes-P``: P; else 1)."""
+    name, _, count = variant.partition("-")
+    return int(count) if name == "processes" else 1
+
+
+def per_process(concurrency: int, processes: int) -> int:
+    """Each process's ``--concurrency`` for ``concurrency`` runs at once in all."""
+    if concurrency % processes:
+        raise SystemExit(f"--concurrency {concurrency} does not split over {processes} processes")
+    return concurrency // processes
+
+
+def start_worker(
+    dsn: str, concurrency: int, *, processes: int = 1, settings: str = "bench.settings"
+):
+    """Start ``run_workflow_worker`` (under a supervisor with ``processes`` > 1) and wait
+    until each of its worker processes has registered; ``concurrency`` is the total."""
     from django_durable.models import WorkerProcess
 
-    proc = base.spawn(
-        [sys.executable, "-m", "django", "run_workflow_worker", "--concurrency", str(concurrency)],
-        env={"DJANGO_SETTINGS_MODULE": settings, "BENCH_DATABASE_URL": dsn},
-    )
+    argv = [sys.executable, "-m", "django", "run_workflow_worker"]
+    if processes > 1:
+        argv += ["--processes", str(processes)]
+    argv += ["--concurrency", str(per_process(concurrency, processes))]
+    proc = base.spawn(argv, env={"DJANGO_SETTINGS_MODULE": settings, "BENCH_DATABASE_URL": dsn})
+    if processes == 1:
+        workers = WorkerProcess.objects.filter(pid=proc.pid)
+    else:  # the supervisor's children: the only workers of this fresh database
+        workers = WorkerProcess.objects.alive()
     base.wait_until(
-        lambda: base.check_alive([proc]) and WorkerProcess.objects.filter(pid=proc.pid).exists(),
+        lambda: base.check_alive([proc]) and workers.count() >= processes,
         timeout=60,
-        what="the worker to register",
+        what=f"{processes} worker process(es) to register",
     )
     return proc
+
+
+def check_no_restart(processes: int) -> None:
+    """Fail if a worker process died during the measurement (its supervisor starts another,
+    which registers a row of its own): the figure would not be that of ``processes``."""
+    from django_durable.models import WorkerProcess
+
+    registered = WorkerProcess.objects.count()
+    if registered != processes:
+        raise RuntimeError(f"{registered} worker processes registered, not {processes}")
 
 
 def throughput(
@@ -64,16 +101,17 @@ def throughput(
     dsn: str,
     *,
     keys: int = 0,
+    processes: int = 1,
 ):
-    """Time ``runs`` runs of ``workflow``; with ``keys``, each run's ``customer`` is its
-    index modulo ``keys``."""
+    """Time ``runs`` runs of ``workflow`` on ``processes`` worker processes, ``concurrency``
+    runs at once in all; with ``keys``, each run's ``customer`` is its index modulo ``keys``."""
     from django.db import transaction
     from django.db.models import Max
 
     import django_durable as durable
     from django_durable.models import Run
 
-    worker = start_worker(dsn, concurrency)
+    worker = start_worker(dsn, concurrency, processes=processes)
     try:
         began = time.perf_counter()
         with transaction.atomic():
@@ -89,6 +127,7 @@ def throughput(
         )
     finally:
         base.stop([worker])
+    check_no_restart(processes)
     failed = Run.objects.exclude(status="completed").count()
     if failed:
         raise RuntimeError(f"{failed} runs did not complete")
@@ -123,34 +162,56 @@ def w3(sends: int, concurrency: int, dsn: str) -> dict:
     return base.latency(samples)
 
 
+# Items per ctx.write_stream_many() call in W4's batched run.
+W4_BATCH = 100
+
+
 def w4(items: int, concurrency: int, dsn: str) -> dict:
-    """One run writes ``items`` stream items; the client follows them as they commit."""
+    """One run writes ``items`` stream items, one commit each; the client follows them as
+    they commit. Then a second run writes as many in batches of ``W4_BATCH`` (one commit
+    per batch, ``ctx.write_stream_many``), followed the same way."""
+    worker = start_worker(dsn, concurrency)
+    try:
+        single = follow_stream("bench.stream_writer", {"items": items}, items)
+        batched = follow_stream(
+            "bench.stream_writer_batched", {"items": items, "batch": W4_BATCH}, items
+        )
+    finally:
+        base.stop([worker])
+    return {
+        "items": items,
+        "written_per_s": single["written_per_s"],
+        "read_per_s": single["read_per_s"],
+        "batch": W4_BATCH,
+        "batched_written_per_s": batched["written_per_s"],
+        "batched_read_per_s": batched["read_per_s"],
+    }
+
+
+def follow_stream(workflow: str, kwargs: dict, items: int) -> dict:
+    """Start ``workflow``, read its stream ``out`` as it grows; return items/s written
+    (the run's start to its end) and read (the start to the last item read)."""
     import django_durable as durable
     from django_durable.models import Run
 
-    worker = start_worker(dsn, concurrency)
-    try:
-        began = time.perf_counter()
-        handle = durable.start("bench.stream_writer", kwargs={"items": items})
-        received = sum(1 for _ in durable.read_stream(handle.id, "out", follow=True))
-        read_seconds = time.perf_counter() - began
-        handle.result(timeout=60)
-    finally:
-        base.stop([worker])
+    began = time.perf_counter()
+    handle = durable.start(workflow, kwargs=kwargs)
+    received = sum(1 for _ in durable.read_stream(handle.id, "out", follow=True))
+    read_seconds = time.perf_counter() - began
+    handle.result(timeout=60)
     if received != items:
-        raise RuntimeError(f"the client read {received} of {items} items")
+        raise RuntimeError(f"{workflow}: the client read {received} of {items} items")
     run = Run.objects.get(pk=handle.id)
     write_seconds = (run.finished_at - run.started_at).total_seconds()
-    return {
-        "items": items,
-        "written_per_s": items / write_seconds,
-        "read_per_s": items / read_seconds,
-    }
+    return {"written_per_s": items / write_seconds, "read_per_s": items / read_seconds}
 
 
 def main() -> None:
     args = base.parse_args(SUPPORTED, variants=VARIANTS)
     size = workloads.sizes(args.quick)
+    processes = processes_of(args.variant)
+    if processes > 1 and args.workload not in ("W1", "W2"):
+        raise SystemExit(f"--variant {args.variant}: W1 and W2 only")
     setup(args.dsn)
     if args.workload == "W1":
         result = throughput(
@@ -160,13 +221,16 @@ def main() -> None:
             size.w1_steps,
             args.concurrency,
             args.dsn,
+            processes=processes,
         )
     elif args.workload == "W2" and args.variant == "keyed":
         result = throughput(
             "bench.one_step_keyed", size.w2_runs, {}, 1, args.concurrency, args.dsn, keys=KEYS
         )
     elif args.workload == "W2":
-        result = throughput("bench.one_step", size.w2_runs, {}, 1, args.concurrency, args.dsn)
+        result = throughput(
+            "bench.one_step", size.w2_runs, {}, 1, args.concurrency, args.dsn, processes=processes
+        )
     elif args.workload == "W3":
         result = w3(size.w3_sends, args.concurrency, args.dsn)
     else:

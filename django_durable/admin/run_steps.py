@@ -27,7 +27,7 @@ from .base import html_table, when
 
 PER_PAGE = 50
 # Operations shown only when asked for: what a run published, one row per write.
-WRITES = ("value", "stream", "close_stream")
+WRITES = ("value", "stream", "stream_many", "close_stream")
 WAITS = ("event", "recv", "child_result", "gather")
 
 

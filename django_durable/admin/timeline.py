@@ -25,8 +25,8 @@ from ..core.statuses import RunStatus, StepStatus
 from ..models import Run, Step
 
 WAITS = frozenset(("sleep", "event", "recv", "child_result", "gather", "first_of", "wait_callback"))
-INSTANTS = frozenset(("value", "stream", "close_stream", "emit", "now", "uuid", "random"))
-INSTANTS |= {"patch", "cancel_child", "child", "cancel", "callback"}
+INSTANTS = frozenset(("value", "stream", "stream_many", "close_stream", "emit", "now", "uuid"))
+INSTANTS |= {"random", "patch", "cancel_child", "child", "cancel", "callback"}
 # Mid tones, readable on the admin's light and dark themes alike.
 COLOURS = {"done": "#2f9e5b", "retried": "#e08a00", "failed": "#d63447", "waiting": "#3a7bd5"}
 COLOURS |= {"instant": "#7952b3", "child": "#1f77b4", "unknown": "#8a8a8a"}

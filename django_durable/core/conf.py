@@ -58,6 +58,10 @@ class DurableSettings:
     # in transaction pooling, a direct connection to the same database (LISTEN needs a
     # session of its own).
     LISTEN_DATABASE: str | None = None
+    # Seconds a step's body runs before the worker records that it began (its execution
+    # count, the "running" record). A body that ends sooner is recorded once, by its
+    # checkpoint: one write per step instead of two. 0: record every start before the body.
+    RECORD_STEP_START_AFTER: float = 0.5
     # PostgreSQL: run the worker's statements as prepared statements (turn off behind
     # PgBouncer older than 1.21 in transaction pooling mode).
     PREPARE_STATEMENTS: bool = True
@@ -120,6 +124,11 @@ class DurableSettings:
         if self.MAX_RECOVERIES < 0 or self.SHUTDOWN_TIMEOUT < 0:
             raise ImproperlyConfigured(
                 f"{SETTING_NAME}['MAX_RECOVERIES'] and ['SHUTDOWN_TIMEOUT'] cannot be negative."
+            )
+        if self.RECORD_STEP_START_AFTER < 0:
+            raise ImproperlyConfigured(
+                f"{SETTING_NAME}['RECORD_STEP_START_AFTER'] cannot be negative (0 records "
+                "every start before the body)."
             )
         _seconds_or_none(self.UNKNOWN_WORKFLOW_TIMEOUT, "UNKNOWN_WORKFLOW_TIMEOUT")
         _seconds_or_none(self.RETENTION, "RETENTION")

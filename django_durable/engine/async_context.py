@@ -9,7 +9,7 @@ import inspect
 import random as random_module
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -65,16 +65,22 @@ class AsyncContext(BaseContext):
             return self.replay(op)
         attempt = op.attempts + 1
         info = steps.info(self, op, attempt, options)
-        await self._db(self.checkpoints.start, op.position, op.kind, op.name)
+        began = await self._db(
+            self.checkpoints.start, op.position, op.kind, op.name, defer=not options.atomic
+        )
         started = time.monotonic()
         try:
             if options.atomic:
                 body = options.body
                 return await self._db(steps.run_atomic, self, op, body, args, kwargs, info)
-            if is_async:
-                value = await steps.await_body(options, args, kwargs, info)
-            else:
-                value = await self._db(steps.run_body, options, args, kwargs, info)
+            try:
+                if is_async:
+                    value = await steps.await_body(options, args, kwargs, info)
+                else:
+                    value = await self._db(steps.run_body, options, args, kwargs, info)
+            finally:
+                if began.pending:  # may wait for the record being written: off the loop
+                    await self._db(began.settle)
             text = self.encode_result(op, value)
         except Exception as exc:
             policy = options.policy
@@ -177,6 +183,15 @@ class AsyncContext(BaseContext):
         if op.replayed:
             return int(self.replay(op))
         return int(await self._db(channels.write_stream, self, op, key, value))
+
+    async def write_stream_many(self, key: str, values: Iterable[Any]) -> range:
+        """Append ``values`` to the stream ``key`` in one commit; return their offsets."""
+        items = channels.stream_items(key, values)
+        op = self._begin("stream_many", key)
+        if op.replayed:
+            return channels.replayed_offsets(self.replay(op))
+        offsets: range = await self._db(channels.write_stream_many, self, op, key, items)
+        return offsets
 
     async def close_stream(self, key: str) -> None:
         """Close the stream ``key``: readers that follow it stop."""

@@ -10,7 +10,7 @@ thread boundary of an async workflow.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +231,58 @@ def write_stream(
     ctx.complete(op, offset, row=row)
     cursor.advance(offset, op.kind)
     return offset
+
+
+def stream_items(key: str, values: Iterable[Any]) -> list[Any]:
+    """Return the items of ``ctx.write_stream_many(key, values)`` as a list.
+
+    A string, bytes or a mapping is refused: iterating it would write its characters or
+    its keys, one item each, which is never what was meant.
+    """
+    if isinstance(values, str | bytes | bytearray | Mapping):
+        raise TypeError(
+            f"write_stream_many({key!r}, ...) takes an iterable of items, not a "
+            f"{type(values).__name__}; to write it as one item, use write_stream()."
+        )
+    return list(values)
+
+
+def write_stream_many(ctx: BaseContext, op: Operation, key: str, items: list[Any]) -> range:
+    """Append ``items`` to stream ``key`` at consecutive offsets, with one checkpoint.
+
+    All or nothing: every item is encoded before anything is written, and the items are
+    written with the checkpoint (one statement on PostgreSQL, one NOTIFY). The checkpoint's
+    result is ``[first, stop]``, so replay returns the same offsets. No items: a checkpoint
+    alone, and an empty range at the stream's next offset.
+    """
+    cursor = ctx.stream_cursor(key)
+    if cursor.closed:
+        raise DurableError(f"Stream {key!r} of run {ctx.run_id} is closed.")
+    texts = [
+        serialization.dumps(item, what=f"An item of stream {key!r} (number {index} of the batch)")
+        for index, item in enumerate(items)
+    ]
+    offsets = range(cursor.next_offset, cursor.next_offset + len(texts))
+    notify = f"s:{ctx.run_id}"
+    rows = [
+        Row(
+            "durable_stream",
+            {"key": key, "offset": offset, "value": text, "closes": False, "position": op.position},
+            json=frozenset({"value"}),
+            notify=notify,
+        )
+        for offset, text in zip(offsets, texts, strict=True)
+    ]
+    result = ctx.encode_result(op, [offsets.start, offsets.stop])
+    ctx.checkpoints.write_rows(op.position, op.kind, op.name, result=result, rows=rows)
+    cursor.advance(offsets.stop - 1, op.kind)
+    return offsets
+
+
+def replayed_offsets(recorded: Any) -> range:
+    """Return the offsets a recorded ``write_stream_many`` wrote (its result: [first, stop])."""
+    first, stop = recorded
+    return range(int(first), int(stop))
 
 
 def progress(done: float, total: float | None, message: str) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import inspect
 import random as random_module
 import time
 import uuid as uuid_module
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,12 +60,16 @@ class Context(BaseContext):
             return self.replay(op)
         attempt = op.attempts + 1
         info = steps.info(self, op, attempt, options)
-        self.checkpoints.start(op.position, op.kind, op.name)
+        began = self.checkpoints.start(op.position, op.kind, op.name, defer=not options.atomic)
         started = time.monotonic()
         try:
             if options.atomic:
                 return steps.run_atomic(self, op, options.body, args, kwargs, info)
-            text = self.encode_result(op, steps.run_body(options, args, kwargs, info))
+            try:
+                value = steps.run_body(options, args, kwargs, info)
+            finally:
+                began.settle()
+            text = self.encode_result(op, value)
         except Exception as exc:
             # The signal may be ``exc`` itself; chaining it to itself would loop.
             failure = steps.record_failure(self, op, exc, options.policy, attempt, started)
@@ -162,6 +166,18 @@ class Context(BaseContext):
         if op.replayed:
             return int(self.replay(op))
         return channels.write_stream(self, op, key, value)
+
+    def write_stream_many(self, key: str, values: Iterable[Any]) -> range:
+        """Append ``values`` to the stream ``key`` in one commit; return their offsets.
+
+        One operation: the items are written together or not at all, at consecutive
+        offsets. No values: nothing is written, and the empty range is still recorded.
+        """
+        items = channels.stream_items(key, values)
+        op = self._begin("stream_many", key)
+        if op.replayed:
+            return channels.replayed_offsets(self.replay(op))
+        return channels.write_stream_many(self, op, key, items)
 
     def close_stream(self, key: str) -> None:
         """Close the stream ``key``: readers that follow it stop."""

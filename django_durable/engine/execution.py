@@ -30,7 +30,7 @@ from ..exceptions import (
 )
 from ..store.records import Claim
 from .async_context import AsyncContext
-from .checkpoints import Checkpoints
+from .checkpoints import Checkpoints, StartMarker
 from .context import Context
 from .operations import Interrupt
 from .replay import BaseContext
@@ -75,9 +75,16 @@ class Outcome:
 
 
 def execute(
-    claim: Claim, *, alias: str | None = None, interrupt: Interrupt | None = None
+    claim: Claim,
+    *,
+    alias: str | None = None,
+    interrupt: Interrupt | None = None,
+    marker: StartMarker | None = None,
 ) -> Outcome:
-    """Run the claimed run until it finishes, suspends, or is lost; return the outcome."""
+    """Run the claimed run until it finishes, suspends, or is lost; return the outcome.
+
+    ``marker`` (the worker's) puts off the start records of step bodies that end quickly.
+    """
     alias = alias or get_settings().DATABASE
     try:
         workflow = get_workflow(claim.workflow_name)
@@ -85,7 +92,7 @@ def execute(
         args, kwargs = list(decoded.get("args", [])), dict(decoded.get("kwargs", {}))
     except (WorkflowNotFound, ValueError, TypeError, AttributeError) as exc:
         return _failed(exc)
-    checkpoints = Checkpoints.load(claim, alias)
+    checkpoints = Checkpoints.load(claim, alias, marker)
     cancel_on_timeout = workflow.on_timeout == "cancel"
     if workflow.is_async:
         actx = AsyncContext(

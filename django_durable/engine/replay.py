@@ -296,6 +296,8 @@ class BaseContext:
             for record in self._checkpoints.records():
                 if record.name == key and record.kind in ("stream", "close_stream"):
                     cursor.advance(int(serialization.loads(record.result)), record.kind)
+                elif record.name == key and record.kind == "stream_many":  # [first, stop]
+                    cursor.advance(int(serialization.loads(record.result)[1]) - 1, record.kind)
         return cursor
 
     def fail(self, op: Operation, exc: Exception) -> BaseException:

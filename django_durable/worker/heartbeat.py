@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 
 from django.db import connections
 
+from ..core import clock
 from ..store.claims import extend_leases
 from .inflight import InFlight
 from .presence import mark_seen
@@ -59,6 +61,7 @@ class Heartbeat:
         """Renew every lease in flight once; note the runs lost or asked to cancel."""
         with self._lock:
             entries = list(self._inflight.values())
+        began, skipped = time.monotonic(), clock.skipped()
         try:
             run_ids = [entry.claim.run_id for entry in entries]
             held = extend_leases(self.worker_id, run_ids, self.lease_seconds, alias=self.alias)
@@ -73,5 +76,7 @@ class Heartbeat:
                     continue  # finished meanwhile
                 if entry.claim.run_id not in held:
                     entry.lost = True
-                elif held[entry.claim.run_id] is not None:
+                    continue
+                entry.renewed(began, skipped, self.lease_seconds)
+                if held[entry.claim.run_id] is not None:
                     entry.cancel_reason = held[entry.claim.run_id]

@@ -45,6 +45,7 @@ from .inflight import InFlight
 from .maintenance import maintain
 from .outcomes import OutcomeStore
 from .presence import mark_stopped, new_worker_id, register
+from .startmarks import StartMarks
 from .threads import ExecutionThreads
 from .unknown import UnknownWorkflows
 
@@ -107,6 +108,8 @@ class Worker:
             self.shutdown_timeout = to_seconds(shutdown_timeout, "shutdown_timeout=")
         self.max_recoveries = conf.MAX_RECOVERIES
         self._inflight: dict[uuid.UUID, InFlight] = {}
+        # While run() serves: writes the start records of step bodies that run long.
+        self._marker: StartMarks | None = None
         # Claims whose give-up could not be written (the database was down): handed back
         # as soon as it answers again, rather than when their leases run out.
         self._unreleased: list[Claim] = []
@@ -163,6 +166,7 @@ class Worker:
             return []
         with self._lock:
             exclude = list(self._inflight)
+        began, skipped = time.monotonic(), clock.skipped()
         claims = claim_ready(
             worker_id=self.id,
             queues=self.queues,
@@ -175,6 +179,7 @@ class Worker:
         with self._lock:
             for claim in claims:
                 entry = self._inflight[claim.run_id] = InFlight(claim)
+                entry.renewed(began, skipped, self.lease_seconds)
                 if self._listener is not None:
                     self._listener.subscribe([f"x:{claim.run_id}"], entry.heard_cancel)
         if claims:
@@ -192,7 +197,10 @@ class Worker:
         try:
             with self._span(claim) as span:
                 outcome = execution.execute(
-                    claim, alias=self.alias, interrupt=lambda: self._interrupt(entry)
+                    claim,
+                    alias=self.alias,
+                    interrupt=lambda: self._interrupt(entry),
+                    marker=self._marker,
                 )
                 span.outcome(outcome.kind)
                 self._outcomes.store(claim, outcome)
@@ -243,6 +251,12 @@ class Worker:
             or self._draining.is_set()
             or queue_limits(claim.queue) is not None
         )
+
+    def _vouch(self, run_id: uuid.UUID, seconds: float) -> bool:
+        """Whether this worker's lease on ``run_id`` surely lasts ``seconds`` more."""
+        with self._lock:
+            entry = self._inflight.get(run_id)
+        return entry is not None and entry.lease_left() > seconds
 
     def _interrupt(self, entry: InFlight) -> BaseException | None:
         if entry.lost:
@@ -331,6 +345,8 @@ class Worker:
             alias=self.alias,
         )
         heartbeat.start()
+        delay = get_settings().RECORD_STEP_START_AFTER
+        self._marker = StartMarks(delay=delay, alias=self.alias, vouch=self._vouch)
         threads = ExecutionThreads(self.concurrency, self.process, worker_id=self.id)
         threads.start()
         logger.info(
@@ -347,6 +363,9 @@ class Worker:
                 listener.unsubscribe(trigger_keys, self._maintain_soon)
             heartbeat.stop()
             threads.stop(join=clean)
+            marker, self._marker = self._marker, None
+            if marker is not None:
+                marker.stop()
             self._unregister()
             observe.forget(self)
 

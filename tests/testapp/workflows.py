@@ -886,6 +886,7 @@ from .fork_workflows import BUG  # noqa: E402, F401  (loads the fork tests' work
 from .multidb_workflows import PAUSE  # noqa: E402, F401  (the two-database tests' workflows)
 from .race_workflows import GATES  # noqa: E402, F401  (loads the race and restart workflows)
 from .saga_workflows import STAGES  # noqa: E402, F401  (loads the compensation ones)
+from .stream_workflows import batches  # noqa: E402, F401  (batched stream writes)
 from .timeout_workflows import GATES as TIMEOUT_GATES  # noqa: E402, F401  (step timeouts)
 from .upgrade_workflows import NAP  # noqa: E402, F401  (loads the upgrade test's workflows)
 from .waits_workflows import said  # noqa: E402, F401  (loads the first_of and callback ones)

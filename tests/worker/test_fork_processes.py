@@ -42,7 +42,10 @@ def test_a_fork_killed_in_its_first_re_run_step_is_finished_by_another_worker(
     first = worker_processes.start(*FAST)
     ship = Execution.objects.filter(run_id=fork.id, label="ship")
     wait_for(ship.exists, 30, "the fork's shipping step began")
-    running = Step.objects.get(run_id=fork.id, position=position)
+    # Recorded once the body has run for RECORD_STEP_START_AFTER (0.5 s of its 1.5 s).
+    begun = Step.objects.filter(run_id=fork.id, position=position, status=StepStatus.RUNNING)
+    wait_for(begun.exists, 30, "the record that the shipping step began")
+    running = begun.get()
     assert (running.kind, running.name, running.status) == ("step", "ship", StepStatus.RUNNING)
     worker_processes.signal(first, signal.SIGKILL)  # in the middle of its 1.5 s body
     first.wait(5)

@@ -25,7 +25,10 @@ def test_a_worker_killed_in_a_compensation_is_resumed_and_undoes_each_thing_once
     first = worker_processes.start(*FAST)
     undo_reserve = Execution.objects.filter(run_id=handle.id, label="undo-reserve-id")
     wait_for(undo_reserve.exists, 30, "the second compensation began")
-    running = Step.objects.get(run_id=handle.id, name="compensate:reserve")
+    # Recorded once the body has run for RECORD_STEP_START_AFTER (0.5 s of its 1.5 s).
+    begun = Step.objects.filter(run_id=handle.id, name="compensate:reserve")
+    wait_for(begun.exists, 30, "the record that the second compensation began")
+    running = begun.get()
     assert running.status == StepStatus.RUNNING
     worker_processes.signal(first, signal.SIGKILL)  # in the middle of its 1.5 s body
     first.wait(5)

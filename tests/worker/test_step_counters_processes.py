@@ -27,8 +27,11 @@ def test_a_step_cut_short_by_sigkill_shows_two_executions(worker_processes, clie
     first = worker_processes.start(*FAST)
     bodies = Execution.objects.filter(run_id=handle.id, label="step-0")
     wait_for(bodies.exists, 30, "the first step's body began")
-    # Begun, not ended: the record says so while the body runs.
-    running = Step.objects.get(run_id=handle.id, position=0)
+    # Begun, not ended: once the body has run for RECORD_STEP_START_AFTER (0.5 s), the
+    # record says so while it runs.
+    begun = Step.objects.filter(run_id=handle.id, position=0)
+    wait_for(begun.exists, 30, "the record that the first step's body began")
+    running = begun.get()
     assert (running.status, running.executions, running.attempts) == (StepStatus.RUNNING, 1, 0)
     worker_processes.signal(first, signal.SIGKILL)  # in the middle of its 1.5 s body
     first.wait(5)

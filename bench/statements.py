@@ -1,0 +1,153 @@
+"""Statements per step: what the worker sends PostgreSQL for W1 and W2, counted exactly.
+
+One in-process worker (``Worker(concurrency=1, burst=True)``, the same code
+``run_workflow_worker`` runs) executes W1's runs (10 trivial steps each) and then W2's
+(one step each) on a fresh database, while every statement sent through psycopg (Django's
+own and the store's prepared ones) is counted by its text. Prints per step and per run:
+statements, and those that write (``INSERT``/``UPDATE``/``DELETE``, and the claim), and the
+statements by kind. Counting, not timing: the figures do not depend on the machine.
+
+    python -m bench.statements --dsn postgresql://postgres@127.0.0.1:5432/bench_statements
+
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A statement's kind, from the start of its text (the store's statements are hand-written).
+KINDS = (
+    ("INSERT INTO durable_step (run_id, position, kind, name, status, result", "checkpoint"),
+    ("INSERT INTO durable_step (run_id, position, kind, name, status, attempts", "start record"),
+    ("WITH cand AS", "claim"),
+    ("SELECT workflow_name, flow_key", "claim: keys at their limit"),
+    ("WITH changed AS (UPDATE durable_run SET claimed_by", "run outcome"),
+)
+
+
+def kind_of(sql: str) -> str:
+    text = " ".join(sql.split())
+    for start, kind in KINDS:
+        if text.startswith(start):
+            return kind
+    return "other: " + text[:60]
+
+
+def fresh(dsn: str) -> None:
+    from urllib.parse import urlparse
+
+    url = urlparse(dsn)
+    admin = url._replace(path="/postgres").geturl()
+    name = url.path.lstrip("/")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop(dsn: str) -> None:
+    from urllib.parse import urlparse
+
+    url = urlparse(dsn)
+    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.path.lstrip("/")}" WITH (FORCE)')
+
+
+class Counter:
+    """Counts every statement psycopg sends, by kind (all threads of this process)."""
+
+    def __init__(self) -> None:
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.on = False
+        execute = psycopg.Cursor.execute
+        counter = self
+
+        def counting(cursor: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            if counter.on:
+                text = query if isinstance(query, str) else query.as_string(cursor)
+                counter.kinds[kind_of(text)] += 1
+            return execute(cursor, query, params, **kwargs)
+
+        psycopg.Cursor.execute = counting  # type: ignore[method-assign]
+
+
+def measure(counter: Counter, workflow: str, runs: int, steps: int) -> dict[str, Any]:
+    from django.db import transaction
+
+    import django_durable as durable
+    from django_durable.models import Run
+    from django_durable.worker.worker import Worker
+
+    kwargs = {"steps": steps} if workflow == "bench.ten_steps" else {}
+    with transaction.atomic():
+        for _ in range(runs):
+            durable.start(workflow, kwargs=kwargs)
+    counter.kinds.clear()
+    counter.on = True
+    Worker(concurrency=1, burst=True).run()
+    counter.on = False
+    if Run.objects.exclude(status="completed").exists():
+        raise RuntimeError("some runs did not complete")
+    total = sum(counter.kinds.values())
+    # The worker's own rounds (registering, maintenance, stopping) are not per run.
+    per_run_kinds = {k: v for k, v in counter.kinds.items() if not k.startswith("other")}
+    path = sum(per_run_kinds.values())
+    return {
+        "runs": runs,
+        "steps_per_run": steps,
+        "statements_per_step": round(path / (runs * steps), 3),
+        "statements_per_run": round(path / runs, 3),
+        "statements_counted": total,
+        "by_kind_per_run": {k: round(v / runs, 3) for k, v in sorted(counter.kinds.items())},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", required=True)
+    parser.add_argument("--quick", action="store_true", help="fewer runs (same figures)")
+    args = parser.parse_args()
+    fresh(args.dsn)
+    try:
+        os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+        os.environ["BENCH_DATABASE_URL"] = args.dsn
+        sys.path.insert(0, str(ROOT))
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        counter = Counter()
+        runs = 20 if args.quick else 200
+        w1 = measure(counter, "bench.ten_steps", runs, 10)
+        w2 = measure(counter, "bench.one_step", runs, 1)
+        from django.db import connections
+
+        connections.close_all()
+    finally:
+        drop(args.dsn)
+    kinds = w1["by_kind_per_run"]
+    result = {
+        # Every statement on a run's path, spread over its 10 steps (claim and outcome too).
+        "W1.statements_per_step": w1["statements_per_step"],
+        "W1.checkpoints_per_step": round(kinds.get("checkpoint", 0) / 10, 3),
+        "W1.start_records_per_step": round(kinds.get("start record", 0) / 10, 3),
+        "W1.statements_per_run": w1["statements_per_run"],
+        "W2.statements_per_run": w2["statements_per_run"],
+        "phases": {"W1": w1, "W2": w2},
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Start records put off: a step whose body ends within ``RECORD_STEP_START_AFTER`` is
+written once, by its checkpoint; a longer body gets its "running" record while it runs;
+either way each execution is counted once, and a lease the worker cannot vouch for still
+fences the body before it starts."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connections
+from django.test import override_settings
+
+from django_durable.core import clock
+from django_durable.models import Step, StepStatus
+from django_durable.store import checkpoints as stored
+from django_durable.store.records import Claim
+from django_durable.worker import startmarks
+from django_durable.worker.inflight import InFlight
+from django_durable.worker.worker import Worker
+from tests.conftest import wait_for
+from tests.testapp import workflows as wf
+from tests.testapp.models import Execution
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every start record written (its position), before the body or by the worker's
+    thread for a long body."""
+    written: list[int] = []
+    real = stored.record_start
+
+    def counting(claim: Claim, *, position: int, **kwargs: Any) -> bool:
+        written.append(position)
+        return real(claim, position=position, **kwargs)
+
+    monkeypatch.setattr(stored, "record_start", counting)
+    monkeypatch.setattr(startmarks, "record_start", counting)
+    return written
+
+
+def serve(worker: Worker) -> threading.Thread:
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            connections.close_all()  # this thread's
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_quick_bodies_are_recorded_by_their_checkpoints_alone(starts):
+    handle = wf.counted.start(3)
+    Worker(concurrency=1, burst=True).run()
+    assert handle.result(timeout=1) == 0 + 1 + 2
+    assert starts == []  # one write per step: the checkpoint
+    steps = Step.objects.filter(run_id=handle.id).order_by("position")
+    # Each execution counted once, by the checkpoint.
+    assert [(s.status, s.attempts, s.executions) for s in steps] == [
+        (StepStatus.COMPLETED, 1, 1)
+    ] * 3
+
+
+@override_settings(DJANGO_DURABLE={"RECORD_STEP_START_AFTER": 0})
+def test_with_no_delay_every_start_is_recorded_before_its_body(starts):
+    handle = wf.counted.start(3)
+    Worker(concurrency=1, burst=True).run()
+    assert handle.result(timeout=1) == 3
+    assert starts == [0, 1, 2]
+    steps = Step.objects.filter(run_id=handle.id)
+    assert {(s.attempts, s.executions) for s in steps} == {(1, 1)}
+
+
+@override_settings(DJANGO_DURABLE={"RECORD_STEP_START_AFTER": 0.2})
+def test_a_long_body_shows_running_while_it_runs_and_is_counted_once(starts):
+    handle = wf.counted.start(2, pause=1.5)
+    thread = serve(Worker(concurrency=1, burst=True))
+    begun = Step.objects.filter(run_id=handle.id, position=0, status=StepStatus.RUNNING)
+    wait_for(begun.exists, 10, "the running record of the first step")
+    assert Execution.objects.filter(run_id=handle.id).count() == 1  # still in its body
+    assert (begun.get().executions, begun.get().attempts) == (1, 0)
+    thread.join(30)
+    assert handle.result(timeout=1) == 1
+    assert starts == [0, 1]  # each body outlasted the delay
+    steps = Step.objects.filter(run_id=handle.id)
+    assert {(s.status, s.attempts, s.executions) for s in steps} == {
+        (StepStatus.COMPLETED, 1, 1)  # the start record and the checkpoint: one execution
+    }
+
+
+def test_a_retried_quick_body_counts_each_attempt_once(starts):
+    handle = wf.flaky.start(2)
+    deadline = time.monotonic() + 30
+    while not handle.refresh().is_finished and time.monotonic() < deadline:
+        Worker(concurrency=1, burst=True).run()  # until the backoff
+        time.sleep(0.05)
+    assert handle.result(timeout=1) == 3
+    assert starts == []
+    step = Step.objects.get(run_id=handle.id, position=0)
+    assert step.attempts == step.executions == 3
+
+
+def test_a_lease_the_worker_cannot_vouch_for_is_fenced_before_the_body():
+    claim = Claim(
+        run_id=uuid.uuid4(),
+        workflow_name="w",
+        input="{}",
+        token=1,
+        attempt=1,
+        queue="default",
+        deadline_at=None,
+        db_now=clock.now(),
+    )
+    entry = InFlight(claim)
+    assert entry.lease_left() <= 0  # never given: unknown
+    entry.renewed(time.monotonic(), clock.skipped(), 30)
+    assert 29 < entry.lease_left() <= 30
+    entry.renewed(time.monotonic() - 29.9, clock.skipped(), 30)
+    assert entry.lease_left() < 0.5  # too little left to put the start off
+    entry.renewed(time.monotonic(), clock.skipped(), 30)
+    entry.lost = True
+    assert entry.lease_left() <= 0
+
+
+def test_a_test_clock_skip_ends_the_lease_it_vouches_for():
+    from django_durable.testing import time_machine
+
+    claim = Claim(uuid.uuid4(), "w", "{}", 1, 1, "default", None, clock.now())
+    entry = InFlight(claim)
+    entry.renewed(time.monotonic(), clock.skipped(), 30)
+    with time_machine() as machine:
+        machine.skip(31)
+        assert entry.lease_left() <= 0
