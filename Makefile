@@ -12,13 +12,14 @@ PYTEST_ARGS ?=
 # process, 444 s in two and 387 s in four on this 2-core machine. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 4
 
-.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart docs package coverage chaos bench bench-smoke bench-admin bench-prune screenshots clean
+.PHONY: help venv demo test lint typecheck checks test-sqlite test-postgres test-pg-restart test-repeat docs package coverage chaos bench bench-smoke bench-admin bench-prune screenshots clean
 
 help:
 	@echo "make demo   - set up .venv, migrate the SQLite example, run a workflow through a worker crash"
 	@echo "make test   - set up .venv, lint, type-check, Django checks, tests on SQLite and PostgreSQL, docs"
 	@echo "make coverage - the tests on SQLite and PostgreSQL with line coverage, a total for each"
 	@echo "make chaos  - the long reliability tier on PostgreSQL (kill -9 chaos at scale, soak)"
+	@echo "make test-repeat - the tests with real worker processes 20 times in a row on each database"
 	@echo "make bench  - django-durable and its peers side by side on PostgreSQL (bench/results/)"
 	@echo "make bench-smoke - the benchmark harness once, tiny sizes (its figures mean nothing)"
 	@echo "make screenshots - retake the operator's guide's admin pictures (docs/img/admin/)"
@@ -145,6 +146,25 @@ screenshots: venv
 	@for name in $(ADMIN_SHOTS); do \
 		cp build/screenshots/admin-sqlite-$$name-window.png docs/img/admin/$$name.png; done
 	@echo "docs/img/admin/ updated: $(ADMIN_SHOTS)"
+
+# Flaky tests show themselves here (issue 20): the tests that start real worker processes
+# (marked slow), REPEAT_ROUNDS times in a row on each of REPEAT_DBS, every round to its end.
+# Each round's failures go to build/repeat/summary.txt; it fails if any round failed.
+REPEAT_ROUNDS ?= 20
+REPEAT_DBS ?= sqlite postgres
+test-repeat: venv
+	@mkdir -p build/repeat; : > build/repeat/summary.txt; failed=0; \
+	for round in $$(seq 1 $(REPEAT_ROUNDS)); do for db in $(REPEAT_DBS); do \
+		began=$$(date +%s); \
+		DURABLE_TEST_DB=$$db $(BIN)/pytest -q -p no:randomly -m slow -n $(TEST_WORKERS) \
+			$(PYTEST_ARGS) > build/repeat/round-$$round-$$db.log 2>&1; rc=$$?; \
+		line="round $$round $$db: $$(tail -n 1 build/repeat/round-$$round-$$db.log) ($$(( $$(date +%s) - began )) s)"; \
+		echo "$$line" | tee -a build/repeat/summary.txt; \
+		grep '^FAILED\|^ERROR' build/repeat/round-$$round-$$db.log | tee -a build/repeat/summary.txt; \
+		[ $$rc = 0 ] || failed=$$((failed + 1)); \
+	done; done; \
+	echo "$$failed failed round(s) of $$(( $(REPEAT_ROUNDS) * $(words $(REPEAT_DBS)) ))" | tee -a build/repeat/summary.txt; \
+	[ $$failed = 0 ]
 
 # The long reliability tier (minutes): kill -9 chaos at scale, soak. PostgreSQL only.
 # On a throwaway cluster when the machine can make one (the restart tests need it).

@@ -194,6 +194,21 @@ def cpu_seconds(pid: int) -> float:
 # --- measurements -------------------------------------------------------------------------
 
 
+def rates_by_fifth(workflow: str) -> list[float | None]:
+    """Return the completion rate (runs/s) of each fifth of the runs, in finishing order.
+
+    A wake-all whose cost per run grows with the runs still waiting (a claim that reads
+    the whole woken batch) shows as falling rates; a flat line is a constant cost per run.
+    """
+    rows = sql(
+        "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(finished_at)) FROM "
+        "(SELECT finished_at, ntile(5) OVER (ORDER BY finished_at) AS fifth FROM durable_run "
+        "WHERE workflow_name = %s) AS ranked GROUP BY fifth ORDER BY fifth",
+        [workflow],
+    )
+    return [round(n / float(seconds), 1) if seconds else None for n, seconds in rows]
+
+
 def enqueue(workflow: str, n: int, kwargs: dict[str, Any]) -> float:
     """Start ``n`` runs in one transaction; return when it committed (epoch)."""
     from django.db import transaction
@@ -311,6 +326,7 @@ def event_case(env: dict[str, str], n: int, args: argparse.Namespace) -> dict[st
             result["first_completed_s"] = round(first.timestamp() - started, 3)
             result["wake_observed_s"] = round(seen - started, 3)
             result["resume_runs_per_s"] = round(n / (last.timestamp() - started), 1)
+            result["resume_runs_per_s_by_fifth"] = rates_by_fifth(workflow)
         result["worker_after_wake"] = process_status(worker.pid)
     finally:
         stop_worker(worker)
@@ -344,6 +360,7 @@ def sleep_case(
                 result["timer_wake_all_s"] = round((last - until).total_seconds(), 3)
                 result["first_completed_s"] = round((first - until).total_seconds(), 3)
                 result["resume_runs_per_s"] = round(n / (last - until).total_seconds(), 1)
+                result["resume_runs_per_s_by_fifth"] = rates_by_fifth(workflow)
         result["worker_after_wake"] = process_status(worker.pid)
     finally:
         stop_worker(worker)
@@ -549,6 +566,7 @@ def measure(
     }
     if events:
         document["wake_all_s"] = summary(events, "wake_all_s")
+        document["resume_runs_per_s"] = summary(events, "resume_runs_per_s")
         document["emit_ms"] = summary(events, "emit_ms")
     if sleeps:
         document["timer_wake_all_s"] = summary(sleeps, "timer_wake_all_s")

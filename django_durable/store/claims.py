@@ -57,7 +57,8 @@ def claim_runs(
     lease ran out and they were handed back meanwhile. With ``workflows`` (the names the
     worker's code registers) only runs of those are claimed: the others wait for a worker
     that knows them. One statement: it picks the runs, marks them ``running`` under a new
-    lease token, and returns what the engine needs.
+    lease token, and returns what the engine needs; on PostgreSQL also the records of the
+    runs it resumes (SQLite reads them in a second query).
     """
     if workflows is not None and not workflows:
         return []
@@ -73,10 +74,13 @@ def claim_runs(
             rows = execute(d, sql, params).rows
     else:
         rows = execute(d, sql, params).rows
-    # Runs claimed before have records, and so do forks (copied): read them all in one
-    # query (new runs have none).
-    resumed = [d.read_uuid(row[0]) for row in rows if int(row[3]) > 1 or row[13] is not None]
-    records = load_steps_of(resumed, alias=alias) if resumed else {}
+    records: dict[uuid.UUID, dict[int, StepRecord]] = {}
+    if d.pg:
+        records, rows, stale = _split(d, rows)
+    else:
+        stale = [d.read_uuid(row[0]) for row in rows if _resumed(row)]
+    if stale:  # read now: after the claim, so every record written before it is there
+        records |= load_steps_of(stale, alias=alias)
     claims = [_claim(d, row, records, row[14] if d.pg else local_now) for row in rows]
     # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
     return sorted(claims, key=lambda claim: claim.run_id)
@@ -98,6 +102,12 @@ def _claim_sql(
     per-key limit is a candidate while its key has room (on PostgreSQL, of a key whose
     lock the claimer holds: ``held_w``/``held_k``, empty unless it took some), and of a
     key's candidates only as many as its free slots are taken.
+
+    The order is the ready index's own (priority, then age), with nothing after it: the
+    runs one statement made ready share one ``available_at`` (an event's waiters, a
+    flood of timers due at once), and ordering those ties by id would read and sort the
+    whole group at every claim, so waking N runs cost O(N^2). Ties come in the index's
+    order: insertion order on SQLite, roughly write order on PostgreSQL.
     """
     if d.pg:  # SQLite needs no key locks; an unused list would not bind (DEBUG's query log)
         params.setdefault("held_w", [])
@@ -113,7 +123,7 @@ def _claim_sql(
     if workflows is not None:
         cand += f" AND {d.any_of('workflow_name', 'wf', sorted(workflows), params)}"
     cand += f" AND {flow.room(d, params)}"
-    cand += " ORDER BY priority DESC, available_at, id LIMIT %(limit)s"
+    cand += " ORDER BY priority DESC, available_at LIMIT %(limit)s"
     pick = flow.within_slots(d, params)
     sets = (
         "status = 'running', claimed_by = %(worker)s, lease_token = lease_token + 1, "
@@ -126,11 +136,61 @@ def _claim_sql(
             f"RETURNING {_CLAIMED}"
         )
     qualified = ", ".join(f"durable_run.{column}" for column in _CLAIMED.split(", "))
-    return (
-        f"WITH cand AS ({cand} FOR UPDATE SKIP LOCKED), picked AS ({pick}) "
+    claimed = (
         f"UPDATE durable_run SET {sets} FROM picked WHERE durable_run.id = picked.id "
-        f"RETURNING {qualified}, {d.now(params)}"
+        f"RETURNING {qualified}, {d.now(params)} AS db_now"
     )
+    return (
+        f"WITH cand AS ({cand} FOR UPDATE SKIP LOCKED), picked AS ({pick}), "
+        f"claimed AS ({claimed}) {_WITH_RECORDS}"
+    )
+
+
+def _resumed(row: tuple[Any, ...]) -> bool:
+    """Return whether a claimed run may have records: claimed before, or a fork (copied)."""
+    return int(row[3]) > 1 or row[13] is not None
+
+
+# PostgreSQL: the claimed runs, then the records of those it resumes, in the same round
+# trip. The claim runs in the worker's loop, one at a time, and a batch woken by one event
+# is all resumed runs: a second round trip per claim would cost every one of them.
+#
+# The records are read in the statement's snapshot, which can predate the run's row as
+# the claim locked it (FOR UPDATE follows a row updated since, if it is still ready). They
+# are complete when no claim came between: records are written only under a lease, by the
+# holder of the token the snapshot shows, and that holder's last write committed before
+# the run became ready again (its fenced write holds the run row until it commits). So a
+# run whose token moved (``seen``, the row in the snapshot, is one claim behind) gets no
+# records here, and ``claim_runs`` reads its records again after the claim.
+#
+# A run's row is its claim's columns, the database's time and ``fresh``; a record's row is
+# the run's id, NULLs, and the record's columns.
+_STEP = "position, kind, name, status, result, error, attempts"  # StepRecord's fields
+_RUN_WIDTH = len(_CLAIMED.split(", ")) + 2  # the claim's columns, db_now, fresh
+_FRESH = "claimed.lease_token = seen.lease_token + 1"
+_WITH_RECORDS = (
+    f"SELECT claimed.*, {_FRESH}, {', '.join(['NULL'] * len(_STEP.split(', ')))} "
+    "FROM claimed LEFT JOIN durable_run AS seen ON seen.id = claimed.id "
+    f"UNION ALL SELECT claimed.id, {', '.join(['NULL'] * (_RUN_WIDTH - 1))}, "
+    f"{', '.join(f'step.{column}' for column in _STEP.split(', '))} "
+    f"FROM claimed JOIN durable_run AS seen ON seen.id = claimed.id AND {_FRESH} "
+    "JOIN durable_step AS step ON step.run_id = claimed.id "
+    "WHERE claimed.lease_token > 1 OR claimed.forked_from_id IS NOT NULL"
+)
+
+
+def _split(
+    d: Dialect, rows: list[tuple[Any, ...]]
+) -> tuple[dict[uuid.UUID, dict[int, StepRecord]], list[tuple[Any, ...]], list[uuid.UUID]]:
+    """Split the claim's rows (PostgreSQL): return the records by run and position, the
+    runs' rows, and the resumed runs whose records must be read again (not ``fresh``)."""
+    runs = [row for row in rows if row[1] is not None]
+    records: dict[uuid.UUID, dict[int, StepRecord]] = {}
+    for row in sorted((row for row in rows if row[1] is None), key=lambda row: row[_RUN_WIDTH]):
+        step = StepRecord(*row[_RUN_WIDTH:])
+        records.setdefault(d.read_uuid(row[0]), {})[step.position] = step
+    stale = [d.read_uuid(row[0]) for row in runs if _resumed(row) and not row[_RUN_WIDTH - 1]]
+    return records, runs, stale
 
 
 def _claim(
