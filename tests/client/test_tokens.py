@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -11,6 +12,8 @@ from django.utils import timezone
 import django_durable as durable
 from django_durable.client.tokens import check_token
 from django_durable.models import Run, RunToken
+from django_durable.testing import time_machine
+from tests.conftest import ON_POSTGRES
 from tests.testapp import workflows as wf
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -168,3 +171,20 @@ def test_prune_deletes_the_tokens_that_ended_long_ago():
     kept = set(RunToken.objects.values_list("selector", flat=True))
     assert kept == {live[4:20], recent[4:20]}
     assert check_token(live, "read")
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has one clock: this process's")
+def test_a_token_expires_by_the_database_clock_not_a_web_hosts(monkeypatch):
+    # Made on one web host, checked on another whose clock runs two hours ahead: the
+    # database's clock, shared by both, says it has most of its hour left.
+    handle = wf.counted.start(1)
+    token = handle.create_token(expires_in=dt.timedelta(hours=1))
+    skewed = timezone.now() + dt.timedelta(hours=2)
+    monkeypatch.setattr(timezone, "now", lambda: skewed)
+    assert check_token(token, "read").run_id == uuid.UUID(handle.id)
+    monkeypatch.undo()
+    # And it does end: an hour and a minute later by the test clock.
+    with time_machine() as machine:
+        machine.skip(3660)
+        with pytest.raises(durable.TokenRefused, match="expired"):
+            check_token(token, "read")
