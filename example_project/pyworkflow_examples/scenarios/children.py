@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import django_durable as durable
@@ -133,7 +134,11 @@ def check_parallel(stage: Stage, handle: durable.RunHandle, result: dict) -> Non
         f"{[item['task_id'] for item in result['results']]} in the order they were started"
     )
     stage.check(result["children_count"] == 3 == len(ends), f"parallel result {result}")
-    stage.check(wall < work, f"the children took {wall:.2f}s: they ran one after the other")
+    # Side by side: some child began before another had ended (timed by the database, so a
+    # loaded machine that makes them slower does not make them look serial).
+    spans = sorted((run.started_at, run.finished_at) for run in children if run.finished_at)
+    overlapped = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+    stage.check(overlapped, f"the children took {wall:.2f}s: they ran one after the other")
     stage.check(
         [item["task_id"] for item in result["results"]] == ["task-0", "task-1", "task-2"],
         f"parallel results {result['results']}",
