@@ -24,6 +24,11 @@ from typing import Any
 
 import psycopg
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.w5 import drop_database, ensure_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # A statement's kind, from the start of its text (the store's statements are hand-written).
@@ -42,25 +47,6 @@ def kind_of(sql: str) -> str:
         if text.startswith(start):
             return kind
     return "other: " + text[:60]
-
-
-def fresh(dsn: str) -> None:
-    from urllib.parse import urlparse
-
-    url = urlparse(dsn)
-    admin = url._replace(path="/postgres").geturl()
-    name = url.path.lstrip("/")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop(dsn: str) -> None:
-    from urllib.parse import urlparse
-
-    url = urlparse(dsn)
-    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.path.lstrip("/")}" WITH (FORCE)')
 
 
 class Counter:
@@ -117,7 +103,8 @@ def main() -> None:
     parser.add_argument("--dsn", required=True)
     parser.add_argument("--quick", action="store_true", help="fewer runs (same figures)")
     args = parser.parse_args()
-    fresh(args.dsn)
+    drop_database(args.dsn)  # the helpers of bench/w5.py: a fresh database, dropped after
+    ensure_database(args.dsn)
     try:
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
         os.environ["BENCH_DATABASE_URL"] = args.dsn
@@ -135,7 +122,7 @@ def main() -> None:
 
         connections.close_all()
     finally:
-        drop(args.dsn)
+        drop_database(args.dsn)
     kinds = w1["by_kind_per_run"]
     result = {
         # Every statement on a run's path, spread over its 10 steps (claim and outcome too).

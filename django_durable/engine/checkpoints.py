@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 from django.db import DatabaseError, DataError, IntegrityError, connections
@@ -177,8 +177,11 @@ class Checkpoints:
         """Commit a record (and ``row`` with it), or raise ``LeaseLost`` if another worker
         owns the run now."""
         counts = position in self.uncounted
-        try:
-            written = stored.record_step(
+        self._fenced(
+            position,
+            kind,
+            name,
+            lambda: stored.record_step(
                 self.claim,
                 position=position,
                 kind=kind,
@@ -191,7 +194,41 @@ class Checkpoints:
                 row=row,
                 counts=counts,
                 alias=self.alias,
-            )
+            ),
+        )
+        self.uncounted.discard(position)
+        self._records[position] = StepRecord(
+            position, kind, name, str(status), result, error, attempts
+        )
+
+    def write_rows(
+        self, position: int, kind: str, name: str, *, result: str, rows: Sequence[Row]
+    ) -> None:
+        """Commit a completed record and ``rows`` with it (all or nothing), or raise
+        ``LeaseLost`` if another worker owns the run now."""
+        self._fenced(
+            position,
+            kind,
+            name,
+            lambda: stored.record_step_with_rows(
+                self.claim,
+                position=position,
+                kind=kind,
+                name=name,
+                result=result,
+                rows=rows,
+                alias=self.alias,
+            ),
+        )
+        self._records[position] = StepRecord(
+            position, kind, name, str(StepStatus.COMPLETED), result, None, 1
+        )
+
+    def _fenced(self, position: int, kind: str, name: str, write: Callable[[], bool]) -> None:
+        """Run a fenced ``write`` of the record at ``position``, translating what the
+        database said: refused data, an unreachable database, or a lost lease."""
+        try:
+            written = write()
         except (DataError, IntegrityError) as exc:
             # Writing it again would fail again: retrying the run cannot help.
             raise CheckpointRejected(
@@ -204,37 +241,3 @@ class Checkpoints:
                 f"Run {self.claim.run_id} was taken over before {kind} {name!r} at "
                 f"position {position} could be recorded; this worker's result is discarded."
             )
-        self.uncounted.discard(position)
-        self._records[position] = StepRecord(
-            position, kind, name, str(status), result, error, attempts
-        )
-
-    def write_rows(
-        self, position: int, kind: str, name: str, *, result: str, rows: Sequence[Row]
-    ) -> None:
-        """Commit a completed record and ``rows`` with it (all or nothing), or raise
-        ``LeaseLost`` if another worker owns the run now."""
-        try:
-            written = stored.record_step_with_rows(
-                self.claim,
-                position=position,
-                kind=kind,
-                name=name,
-                result=result,
-                rows=rows,
-                alias=self.alias,
-            )
-        except (DataError, IntegrityError) as exc:
-            raise CheckpointRejected(
-                f"The database refused the record of {kind} {name!r}: {exc}", error=exc
-            ) from exc
-        except DatabaseError as exc:
-            raise AbandonRun(f"Could not record {kind} {name!r}: {exc}") from exc
-        if not written:
-            raise LeaseLost(
-                f"Run {self.claim.run_id} was taken over before {kind} {name!r} at "
-                f"position {position} could be recorded; this worker's result is discarded."
-            )
-        self._records[position] = StepRecord(
-            position, kind, name, str(StepStatus.COMPLETED), result, None, 1
-        )
