@@ -12,6 +12,7 @@ statements stay the same).
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -29,6 +30,15 @@ def now() -> datetime:
     if _skipped:
         return timezone.now() + timedelta(seconds=_skipped)
     return timezone.now()
+
+
+def monotonic() -> float:
+    """Return ``time.monotonic()`` moved forward by what a test skipped.
+
+    The difference of two readings is the time that passed between them as the engine
+    sees it: real seconds plus any skip in between.
+    """
+    return time.monotonic() + _skipped
 
 
 def set_skipped(seconds: float) -> None:

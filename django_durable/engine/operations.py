@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,18 +16,19 @@ Interrupt = Callable[[], BaseException | None]
 
 
 class Clock:
-    """The database's time, read at claim and advanced by the local monotonic clock."""
+    """The database's time, read at claim and advanced by the local monotonic clock.
 
-    def __init__(self, db_now: datetime) -> None:
+    ``read_at`` is when ``db_now`` was true on :func:`core.clock.monotonic` (which counts a
+    test's skips, so a later skip moves this clock too); by default, now.
+    """
+
+    def __init__(self, db_now: datetime, read_at: float | None = None) -> None:
         self._base = db_now
-        self._started = time.monotonic()
-        # ``db_now`` includes what a test skipped so far; a later skip moves this clock too.
-        self._skipped = clock.skipped()
+        self._read_at = clock.monotonic() if read_at is None else read_at
 
     def now(self) -> datetime:
         """Return the current database time."""
-        elapsed = time.monotonic() - self._started + clock.skipped() - self._skipped
-        return self._base + timedelta(seconds=elapsed)
+        return self._base + timedelta(seconds=clock.monotonic() - self._read_at)
 
 
 @dataclasses.dataclass(slots=True)

@@ -51,7 +51,7 @@ class BaseContext:
     ) -> None:
         self._claim = claim
         self._checkpoints = checkpoints
-        self._clock = Clock(claim.db_now)
+        self._clock = Clock(claim.db_now, claim.read_at)
         self._interrupt = interrupt
         # The workflow's on_timeout="cancel": its deadline cancels it instead of failing it.
         self._cancel_on_timeout = cancel_on_timeout

@@ -66,8 +66,11 @@ def claim_runs(
     params: dict[str, Any] = {"worker": worker_id, "limit": limit}
     excluded = [d.store_uuid(run_id) for run_id in exclude]
     sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
-    local_now = clock.now()
     keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit) if d.pg else []
+    # The database's now() and this process's clock, paired: the engine's clock runs from
+    # here, not from when a thread gets to the run (under load that is later, and a retry
+    # or a sleep measured from then would end early by the difference).
+    local_now, read_at = clock.now(), clock.monotonic()
     if keys:  # runs under a per-key limit are ready: claim them under their keys' locks
         with transaction.atomic(using=d.connection.alias):
             flow.lock_keys(d, params, keys)
@@ -81,7 +84,7 @@ def claim_runs(
         stale = [d.read_uuid(row[0]) for row in rows if _resumed(row)]
     if stale:  # read now: after the claim, so every record written before it is there
         records |= load_steps_of(stale, alias=alias)
-    claims = [_claim(d, row, records, row[14] if d.pg else local_now) for row in rows]
+    claims = [_claim(d, row, records, row[14] if d.pg else local_now, read_at) for row in rows]
     # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
     return sorted(claims, key=lambda claim: claim.run_id)
 
@@ -198,6 +201,7 @@ def _claim(
     row: tuple[Any, ...],
     records: dict[uuid.UUID, dict[int, StepRecord]],
     db_now: datetime,
+    read_at: float,
 ) -> Claim:
     """Return the claim of one row the claim statement returned."""
     run_id = d.read_uuid(row[0])
@@ -216,6 +220,7 @@ def _claim(
         owner_id=row[9],
         cancel_reason=None if row[10] is None else str(row[11] or ""),
         trace_context=row[12],
+        read_at=read_at,
     )
 
 

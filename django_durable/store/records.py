@@ -7,6 +7,8 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from ..core import clock
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claim:
@@ -29,6 +31,9 @@ class Claim:
     cancel_reason: str | None = None
     # The OpenTelemetry context stored when the run was started (JSON text or a dict).
     trace_context: Any = None
+    # When ``db_now`` was true, on this process's clock: ``time.monotonic()`` plus what a
+    # test skipped (``core.clock.skipped()``), taken just before the claim statement went.
+    read_at: float = dataclasses.field(default_factory=lambda: clock.monotonic())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

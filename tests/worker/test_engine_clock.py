@@ -1,0 +1,60 @@
+"""The engine's clock (``ctx.now()``, retry and sleep deadlines) is the database's time from
+the moment of the claim, not from when a thread got to the run: a run that waited in the
+worker after its claim does not see the time it waited as not passed."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from django_durable.core import clock
+from django_durable.engine.operations import Clock
+from django_durable.models import Run
+from django_durable.store.dialect import database_now
+from django_durable.worker.worker import Worker
+from tests.testapp import workflows as wf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELD = 0.4  # seconds a claimed run waits in the worker before it executes
+
+
+def test_a_run_executed_after_a_wait_sees_the_time_that_passed_since_its_claim():
+    handle = wf.values.start()
+    worker = Worker(concurrency=1)
+    [claim] = worker.claim(1)
+    time.sleep(HELD)  # a busy worker: the claim loop got the run, no thread is free yet
+    worker.process(claim)
+    after = database_now()
+    seen = handle.result(timeout=5)["first"][0]
+    assert isinstance(seen, datetime)
+    # ctx.now() was read after the wait and before ``after``: close behind it, never ahead.
+    lag = (after - seen).total_seconds()
+    assert 0 <= lag < HELD / 2, f"ctx.now() {lag:.3f} s behind the database"
+
+
+def test_a_retry_waits_its_whole_delay_after_a_claim_that_waited():
+    handle = wf.flaky.start(1, retry_after=1.0)  # fails once; retry in a second
+    worker = Worker(concurrency=1)
+    [claim] = worker.claim(1)
+    time.sleep(HELD)
+    worker.process(claim)
+    after = database_now()
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == "waiting" and run.wake_at is not None
+    # Due a second after the failure, which came after the wait: not HELD sooner.
+    ahead = (run.wake_at - after).total_seconds()
+    assert 1.0 - HELD / 2 < ahead <= 1.0, f"the retry is due {ahead:.3f} s after the attempt"
+
+
+def test_the_clock_counts_a_skip_made_between_the_claim_and_its_use():
+    read_at = clock.monotonic()
+    base = datetime(2026, 1, 1, tzinfo=clock.now().tzinfo)
+    clock.set_skipped(3600)
+    try:
+        moved = Clock(base, read_at).now() - base
+    finally:
+        clock.set_skipped(0)
+    assert timedelta(hours=1) <= moved < timedelta(hours=1, seconds=5)
