@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..core import clock
 from ..core.statuses import RunStatus
 from ..models import Run
 from ..store.dialect import dialect
 from ..store.flow import lock_start
-from .lookup import db_time
 
 if TYPE_CHECKING:
     from ..declarations.specs import FlowSpec
@@ -37,7 +37,7 @@ def existing_run(run: Run, spec: FlowSpec | None, *, alias: str) -> Run | None:
     # skipped (a row lock on PostgreSQL; the claim's FOR UPDATE SKIP LOCKED skips it back).
     pending = (
         runs.select_for_update()
-        .filter(status=RunStatus.PENDING, lease_token=0, available_at__gt=db_time(0))
+        .filter(status=RunStatus.PENDING, lease_token=0, available_at__gt=clock.database_time(0))
         .order_by("-created_at", "-id")
         .first()
     )
@@ -46,7 +46,7 @@ def existing_run(run: Run, spec: FlowSpec | None, *, alias: str) -> Run | None:
     pending.input = run.input
     pending.available_at = run.available_at
     pending.deadline_at = run.deadline_at
-    pending.updated_at = db_time(0)
+    pending.updated_at = clock.database_time(0)
     pending.save(using=alias, update_fields=["input", "available_at", "deadline_at", "updated_at"])
     pending.refresh_from_db(using=alias, fields=["available_at", "deadline_at", "updated_at"])
     return pending

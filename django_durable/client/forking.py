@@ -30,14 +30,14 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from ..core import serialization, telemetry
+from ..core import clock, serialization, telemetry
 from ..core.statuses import RunStatus, StepStatus
 from ..declarations.registry import get_workflow
 from ..exceptions import DurableError, RunNotForkable, RunNotFound
 from ..models import Run, Step
 from ..store.dialect import notify
 from ..store.forks import copy_records
-from .lookup import db_alias, db_time, run_ref, text_option
+from .lookup import db_alias, run_ref, text_option
 
 # What a fork may copy: operations that ended.
 _FINISHED = (StepStatus.COMPLETED, StepStatus.FAILED)
@@ -143,8 +143,8 @@ def _new_fork(original: Run, timeout: float | None, idempotency_key: str | None)
         # fork is not returned the original, it waits for its slot).
         flow_key=original.flow_key,
         flow_limit=original.flow_limit,
-        available_at=db_time(0),
-        deadline_at=None if timeout is None else db_time(timeout),
+        available_at=clock.database_time(0),
+        deadline_at=None if timeout is None else clock.database_time(timeout),
     )
     run.trace_context = telemetry.started(
         run_id=str(run.pk), workflow_name=run.workflow_name, queue=run.queue

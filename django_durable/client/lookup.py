@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
 
-from django.db.models import DateTimeField, DurationField, ExpressionWrapper, Value
-from django.db.models.functions import Now
-
-from ..core import clock
 from ..core.conf import get_settings
 from ..core.names import check_text
 from ..core.statuses import RunStatus
 from ..exceptions import RunNotFound
 from ..models import Run
 from ..store import claims
-from ..store.dialect import dialect
 
 
 def db_alias() -> str:
@@ -74,23 +67,6 @@ def run_status(run: Run) -> str:
 def run_finished(run: Run) -> bool:
     """Return whether ``run`` is in a terminal state now."""
     return run_status(run) in RunStatus.terminal()
-
-
-def db_time(offset: float) -> Any:
-    """Return the database's time plus ``offset`` seconds, for an INSERT.
-
-    PostgreSQL computes it (so application clocks may drift); SQLite shares our clock.
-    Both follow a test clock moved forward (``django_durable.testing.skip``).
-    """
-    if not dialect().pg:
-        return clock.now() + timedelta(seconds=offset)
-    offset += clock.skipped()
-    if not offset:
-        return Now()
-    return ExpressionWrapper(
-        Now() + Value(timedelta(seconds=offset), output_field=DurationField()),
-        output_field=DateTimeField(),
-    )
 
 
 def text_option(value: str | None, what: str) -> str:

@@ -13,7 +13,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.signals import post_delete, pre_delete
 from django.utils import timezone
 
-from ..core import serialization
+from ..core import clock, serialization
 from ..core.durations import CENTURY, to_seconds
 from ..core.statuses import RunStatus, StepStatus
 from ..declarations.registry import get_workflow
@@ -21,7 +21,7 @@ from ..exceptions import NothingToWake, RunNotFound, RunNotRetryable, WorkflowNo
 from ..models import Event, Run, RunToken, Step, TriggerDelivery, WorkerProcess
 from ..store import pruning, trees
 from ..store.dialect import dialect, notify
-from .lookup import as_uuid, db_alias, db_time, get_row, run_ref
+from .lookup import as_uuid, db_alias, get_row, run_ref
 
 MAX_BATCH = 100_000  # runs prune() deletes in one transaction at most
 
@@ -98,8 +98,8 @@ def _reopen(run: Run, alias: str) -> int | None:
         timeout = None
     Run.objects.using(alias).filter(pk=run.pk).update(
         status=RunStatus.PENDING,
-        available_at=db_time(0),
-        deadline_at=None if timeout is None else db_time(timeout),
+        available_at=clock.database_time(0),
+        deadline_at=None if timeout is None else clock.database_time(timeout),
         attempt=F("attempt") + 1,
         error=None,
         result=None,
@@ -137,7 +137,7 @@ def wake_now(run_id: str | uuid.UUID | None = None, *, key: str | None = None) -
         cut = _cut_short(run, last)
         Run.objects.using(alias).filter(pk=run.pk).update(
             status=RunStatus.PENDING,
-            available_at=db_time(0),
+            available_at=clock.database_time(0),
             wake_at=None,
             wake_on=None,
             waiting_for="",
@@ -251,9 +251,9 @@ def prune(
         raise ValueError(f"batch_size= must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
     alias = db_alias()
     finished = Run.objects.using(alias).filter(
-        status__in=_prune_statuses(statuses), finished_at__lt=db_time(-seconds)
+        status__in=_prune_statuses(statuses), finished_at__lt=clock.database_time(-seconds)
     )
-    old_events = Event.objects.using(alias).filter(created_at__lt=db_time(-seconds))
+    old_events = Event.objects.using(alias).filter(created_at__lt=clock.database_time(-seconds))
     # An event whose trigger delivery is pending is owed to a batch that has not started:
     # deleting it would delete the delivery with it, and the batch would never run.
     owed = Exists(TriggerDelivery.objects.using(alias).filter(event=OuterRef("pk")))
@@ -266,7 +266,9 @@ def prune(
     deleted = _delete_runs(finished, batch_size, alias)
     # Worker records silent for as long are history too (live workers heartbeat), and so
     # are events emitted that long ago (a run that waits later no longer sees them).
-    WorkerProcess.objects.using(alias).filter(last_seen_at__lt=db_time(-seconds)).delete()
+    WorkerProcess.objects.using(alias).filter(
+        last_seen_at__lt=clock.database_time(-seconds)
+    ).delete()
     events = 0
     while event_ids := list(
         old_events.exclude(owed)
@@ -279,7 +281,8 @@ def prune(
     # Access tokens that ended (expired or revoked) that long ago only take room: every page
     # view of a run may make one.
     RunToken.objects.using(alias).filter(
-        Q(expires_at__lt=db_time(-seconds)) | Q(revoked_at__lt=db_time(-seconds))
+        Q(expires_at__lt=clock.database_time(-seconds))
+        | Q(revoked_at__lt=clock.database_time(-seconds))
     ).delete()
     return PruneResult(runs=deleted, events=events, events_kept=old_events.filter(owed).count())
 

@@ -13,7 +13,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import IntegrityError, transaction
 
-from ..core import telemetry
+from ..core import clock, telemetry
 from ..core.durations import optional_seconds
 from ..declarations.workflows import StartOptions
 from ..exceptions import DurableError
@@ -21,7 +21,7 @@ from ..models import Run
 from ..store.dialect import notify
 from . import flow
 from .handle import RunHandle
-from .lookup import db_alias, db_time
+from .lookup import db_alias
 
 
 def _schedule(options: StartOptions) -> tuple[Any, Any]:
@@ -36,8 +36,8 @@ def _schedule(options: StartOptions) -> tuple[Any, Any]:
         deadline = delay + timedelta(seconds=timeout) if timeout is not None else None
         return delay, deadline
     seconds = (optional_seconds(delay, "delay=") or 0.0) + window
-    deadline = db_time(seconds + timeout) if timeout is not None else None
-    return db_time(seconds), deadline
+    deadline = clock.database_time(seconds + timeout) if timeout is not None else None
+    return clock.database_time(seconds), deadline
 
 
 def start_run(options: StartOptions, args: Sequence[Any], kwargs: dict[str, Any]) -> RunHandle:

@@ -20,10 +20,11 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.db.models import BooleanField, ExpressionWrapper, Q
 
+from ..core import clock
 from ..core.durations import to_seconds
 from ..exceptions import TokenRefused
 from ..models import Run, RunToken
-from .lookup import db_alias, db_time, get_row, run_ref
+from .lookup import db_alias, get_row, run_ref
 
 ABILITIES = ("read", "stream", "send")
 PREFIX = "dur_"
@@ -73,7 +74,7 @@ def create_token(
         digest=_digest(secret),
         abilities=list(granted),
         include_children=bool(include_children),
-        expires_at=db_time(seconds),  # the database's clock: web hosts' clocks drift
+        expires_at=clock.database_time(seconds),  # the database's clock: web hosts' clocks drift
     )
     return f"{PREFIX}{selector}_{secret}"
 
@@ -101,7 +102,7 @@ def revoke_tokens(run_id: str | uuid.UUID | None = None, *, key: str | None = No
     if not Run.objects.using(db_alias()).filter(pk=run).exists():
         get_row(run)  # raises RunNotFound, worded as everywhere
     tokens = RunToken.objects.using(db_alias()).filter(run_id=run, revoked_at__isnull=True)
-    return tokens.update(revoked_at=db_time(0))
+    return tokens.update(revoked_at=clock.database_time(0))
 
 
 async def arevoke_tokens(run_id: str | uuid.UUID | None = None, *, key: str | None = None) -> int:
@@ -124,7 +125,9 @@ def check_token(text: str, ability: str) -> TokenGrant:
     # Only what create_token makes reaches the database (no NUL, no lone surrogate).
     if _SHAPE.fullmatch(f"{selector}_{secret}"):
         # Expired by the database's clock, which every web host shares.
-        expired = ExpressionWrapper(Q(expires_at__lte=db_time(0)), output_field=BooleanField())
+        expired = ExpressionWrapper(
+            Q(expires_at__lte=clock.database_time(0)), output_field=BooleanField()
+        )
         tokens = RunToken.objects.using(db_alias()).filter(selector=selector)
         row = tokens.annotate(expired=expired).first()
     # Compared whether or not a row was found, so that timing says nothing either way.

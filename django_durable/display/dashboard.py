@@ -21,7 +21,6 @@ from ..core.conf import get_settings
 from ..core.statuses import RunStatus
 from ..declarations.registry import registered_workflows
 from ..models import Run, WorkerProcess
-from .times import alive_since
 
 # How many failures the dashboard lists, and how much of each error's message it reads.
 FAILURES = 20
@@ -214,7 +213,7 @@ def live_workers() -> list[LiveWorker]:
     )
     workers = (
         WorkerProcess.objects.using(alias)
-        .filter(stopped_at__isnull=True, last_seen_at__gte=alive_since())
+        .alive()
         .annotate(in_flight=Coalesce(Subquery(in_flight, output_field=IntegerField()), 0))
         .order_by("hostname", "pid", "id")
     )

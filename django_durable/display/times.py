@@ -40,9 +40,12 @@ def alive_since() -> datetime:
     return _alive_since()
 
 
-def worker_alive(worker: WorkerProcess) -> bool:
-    """Return whether a worker is running: not stopped, and heard from within 3 heartbeats."""
-    return worker.is_alive
+def worker_alive(worker: WorkerProcess, since: datetime | None = None) -> bool:
+    """Return whether a worker is running: not stopped, and heard from within 3 heartbeats.
+
+    ``since`` is :func:`alive_since`, read once for a list of workers (it asks the database).
+    """
+    return worker.alive_after(since or alive_since())
 
 
 def relative(moment: datetime, now: datetime | None = None) -> str:

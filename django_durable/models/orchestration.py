@@ -9,6 +9,7 @@ from django.db import models, router
 from django.db.models import Q
 from django.utils import timezone
 
+from ..core import clock
 from ..core.cron import check_cron, check_time_zone, next_tick
 from ..core.statuses import MissedTicks
 from ..declarations.registry import get_workflow
@@ -66,10 +67,11 @@ class Schedule(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not update_fields:
             return  # nothing to save, as in Model.save()
-        now = timezone.now()
-        self.updated_at = now
+        self.updated_at = timezone.now()
         using = kwargs.get("using") or router.db_for_write(Schedule, instance=self)
         if self._timing_changed(using):
+            # The database's time: a web host whose clock is off would owe or skip ticks.
+            now = clock.database_now(using)
             self.next_tick_at = next_tick(self.cron, self.time_zone, now)
             update_fields = update_fields and [*update_fields, "next_tick_at"]
         if update_fields is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from ..core import clock
 from ..core.conf import get_settings
 
 
@@ -15,16 +17,29 @@ def alive_since(now: datetime | None = None) -> datetime:
     """Return the time after which a worker must have been seen to count as alive.
 
     Three heartbeats: a worker that missed two in a row (a long pause, a slow database) is
-    still alive; one that missed three is gone.
+    still alive; one that missed three is gone. ``now`` is the database's time (read when
+    not given): heartbeats are written in it, and a web host's clock may be minutes off.
     """
-    return (now or timezone.now()) - timedelta(seconds=3 * get_settings().heartbeat_interval)
+    if now is None:
+        now = clock.database_now()
+    return now - timedelta(seconds=3 * get_settings().heartbeat_interval)
+
+
+def alive_q() -> Q:
+    """Return the workers running now, as a filter: not stopped, heard from within three
+    heartbeats of the database's time, which the query itself reads (no extra round trip)."""
+    since = clock.database_time(-3 * get_settings().heartbeat_interval)
+    return Q(stopped_at__isnull=True, last_seen_at__gte=since)
 
 
 class WorkerProcessQuerySet(models.QuerySet["WorkerProcess"]):
     """Worker processes, filtered by state."""
 
     def alive(self, now: datetime | None = None) -> WorkerProcessQuerySet:
-        """Return the workers running now: not stopped, heard from within three heartbeats."""
+        """Return the workers running now: not stopped, heard from within three heartbeats
+        of ``now`` (the database's time when not given)."""
+        if now is None:
+            return self.filter(alive_q())
         return self.filter(stopped_at__isnull=True, last_seen_at__gte=alive_since(now))
 
 
@@ -55,5 +70,12 @@ class WorkerProcess(models.Model):
 
     @property
     def is_alive(self) -> bool:
-        """Return whether the worker is running: not stopped, heard from within 3 heartbeats."""
-        return self.stopped_at is None and self.last_seen_at >= alive_since()
+        """Return whether the worker is running: not stopped, heard from within 3 heartbeats.
+
+        Reads the database's time; for many workers, compare with one ``alive_since()``.
+        """
+        return self.alive_after(alive_since())
+
+    def alive_after(self, since: datetime) -> bool:
+        """Return whether the worker is not stopped and was heard from since ``since``."""
+        return self.stopped_at is None and self.last_seen_at >= since

@@ -20,7 +20,6 @@ from typing import Any
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
-from ..client.lookup import db_time
 from ..client.starting import create_run
 from ..core import clock
 from ..core.conf import get_settings
@@ -30,7 +29,7 @@ from ..declarations.registry import get_workflow, registered_workflows
 from ..declarations.workflows import Workflow
 from ..exceptions import WorkflowNotFound
 from ..models import Schedule
-from ..store.dialect import database_now, dialect
+from ..store.dialect import dialect
 
 logger = logging.getLogger("django_durable")
 
@@ -124,7 +123,7 @@ def _first_tick(name: str, values: dict[str, Any], now: datetime) -> datetime | 
 def _create_code_schedule(name: str, workflow: Workflow[Any, Any], alias: str) -> int:
     values = _declared_values(workflow)
     # The database's time, not this worker's: a clock minutes off would skip or add ticks.
-    first = _first_tick(name, values, database_now(alias))
+    first = _first_tick(name, values, clock.database_now(alias))
     try:
         with transaction.atomic(using=alias):  # a savepoint: another worker may race us
             # Not save(): it would compute the next tick again, and fail if there is none.
@@ -151,7 +150,7 @@ def _update_code_schedule(row: Schedule, workflow: Workflow[Any, Any], alias: st
     same = all(getattr(row, field) == value for field, value in values.items())
     if same and row.next_tick_at is not None:
         return 0
-    now = database_now(alias)
+    now = clock.database_now(alias)
     timing = (values["cron"], values["time_zone"])
     if row.next_tick_at is None or (row.cron, row.time_zone) != timing:
         values["next_tick_at"] = _first_tick(row.name, values, now)
@@ -186,7 +185,7 @@ def _now(alias: str) -> Any:
 
     Both follow a test clock moved forward (``django_durable.testing.skip``).
     """
-    return db_time(0) if dialect(alias).pg else clock.now()
+    return clock.database_time(0) if dialect(alias).pg else clock.now()
 
 
 def _lock_if_due(pk: int, alias: str) -> tuple[Schedule, datetime] | None:

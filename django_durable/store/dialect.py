@@ -128,20 +128,6 @@ def dialect(alias: str | None = None) -> Dialect:
     return Dialect(connections[alias or get_settings().DATABASE])
 
 
-def database_now(alias: str | None = None) -> datetime:
-    """Return the durable database's current time, as a value to decide with.
-
-    PostgreSQL's ``now()`` (so that workers whose clocks drift agree); on SQLite, which has
-    no clock of its own, this process's. Both follow a test clock moved forward.
-    """
-    d = dialect(alias)
-    if not d.pg:
-        return clock.now()
-    params: dict[str, Any] = {}
-    now: datetime = execute(d, f"SELECT {d.now(params)}", params).rows[0][0]
-    return now
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Result:
     """What a statement returned."""

@@ -6,7 +6,7 @@ import os
 import socket
 import uuid
 
-from ..client.lookup import db_time
+from ..core import clock
 from ..declarations.registry import registered_workflows
 from ..models import WorkerProcess
 
@@ -29,18 +29,20 @@ def register(worker_id: str, *, queues: list[str], concurrency: int, alias: str)
             "workflows": sorted(registered_workflows()),
             "concurrency": concurrency,
             # The database's time: other workers compare it with theirs (``alive_since``).
-            "started_at": db_time(0),
-            "last_seen_at": db_time(0),
+            "started_at": clock.database_time(0),
+            "last_seen_at": clock.database_time(0),
         },
     )
 
 
 def mark_seen(worker_id: str, *, alias: str) -> None:
     """Record that the worker is alive now."""
-    WorkerProcess.objects.using(alias).filter(pk=worker_id).update(last_seen_at=db_time(0))
+    WorkerProcess.objects.using(alias).filter(pk=worker_id).update(
+        last_seen_at=clock.database_time(0)
+    )
 
 
 def mark_stopped(worker_id: str, *, alias: str) -> None:
     """Record that the worker stopped (its last sighting, too)."""
-    now = db_time(0)
+    now = clock.database_time(0)
     WorkerProcess.objects.using(alias).filter(pk=worker_id).update(stopped_at=now, last_seen_at=now)

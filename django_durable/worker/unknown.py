@@ -25,13 +25,12 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
-from ..core import serialization
+from ..core import clock, serialization
 from ..core.conf import get_settings
 from ..core.logfields import run_extra
 from ..exceptions import WorkflowNotFound
 from ..models import WorkerProcess
 from ..models.workers import alive_since
-from ..store.dialect import database_now
 from ..store.records import Stray
 from ..store.unknown import fail_stray, unknown_heads
 
@@ -78,7 +77,7 @@ class UnknownWorkflows:
             return 0
         # The database's time: ``last_seen_at`` and ``available_at`` are in it, and this
         # worker's clock may be minutes off.
-        now = database_now(self.alias)
+        now = clock.database_now(self.alias)
         timeout = get_settings().UNKNOWN_WORKFLOW_TIMEOUT
         rows = _worker_rows(now, timeout)
         names = sorted({stray.workflow_name for stray in strays})

@@ -22,6 +22,7 @@ is tested: its sleeps and rate limits are kept by its own clock.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -266,3 +267,68 @@ def test_a_schedule_in_code_gets_its_first_tick_from_the_database_clock(monkeypa
         unregister("clock.minutely")
     # The first minute after the database's time: neither ticks skipped nor ticks owed.
     assert before < first <= db_now() + timedelta(minutes=1), (before, first)
+
+
+@ONLY_ON_POSTGRES
+@pytest.mark.parametrize("offset", [AHEAD, BEHIND], ids=["ahead", "behind"])
+def test_a_schedule_saved_on_a_web_host_gets_its_next_tick_from_the_database_clock(
+    monkeypatch, offset
+):
+    from django.utils import timezone
+
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)  # the admin's host
+    before = db_now()
+    schedule = Schedule(name="skewed", workflow_name="tests.add", cron="* * * * *")
+    schedule.save()  # what the admin's form does
+    first = schedule.next_tick_at
+    # Behind, the tick would be owed at once; ahead, five ticks would be skipped.
+    assert first is not None and before < first <= db_now() + timedelta(minutes=1)
+    schedule.cron = "*/2 * * * *"  # the timing changed: the next tick is computed again
+    schedule.save()
+    again = Schedule.objects.get(pk=schedule.pk).next_tick_at
+    assert again is not None and before < again <= db_now() + timedelta(minutes=2)
+
+
+@ONLY_ON_POSTGRES
+@pytest.mark.parametrize("offset", [AHEAD, BEHIND], ids=["ahead", "behind"])
+def test_a_web_host_judges_workers_alive_by_the_database_clock(monkeypatch, offset, admin_client):
+    from django.core.management import call_command
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from django_durable import display
+
+    now = db_now()
+    live = WorkerProcess.objects.create(
+        id="live", hostname="h", pid=1, queues=["default"], concurrency=1, last_seen_at=now
+    )
+    gone = WorkerProcess.objects.create(
+        id="gone",
+        hostname="h",
+        pid=2,
+        queues=["default"],
+        concurrency=1,
+        last_seen_at=now - timedelta(minutes=2),  # three heartbeats are 30 s here
+    )
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)  # the web host's
+    # Ahead, the live worker would look gone; behind, the one gone two minutes ago would
+    # look alive.
+    assert list(WorkerProcess.objects.alive()) == [live]
+    assert live.is_alive and not gone.is_alive
+    since = display.alive_since()
+    assert display.worker_alive(live, since) and not display.worker_alive(gone, since)
+    out = io.StringIO()
+    call_command("durable", "workers", "--json", stdout=out)
+    assert {row["id"]: row["alive"] for row in json.loads(out.getvalue())} == {
+        "live": True,
+        "gone": False,
+    }
+    page = admin_client.get(reverse("admin:django_durable_workerprocess_changelist"))
+    alive = [worker.alive_now for worker in page.context["cl"].result_list]
+    assert page.status_code == 200 and alive == [False, True]  # newest first: gone, live
+    filtered = admin_client.get(
+        reverse("admin:django_durable_workerprocess_changelist"), {"alive": "yes"}
+    )
+    assert [worker.id for worker in filtered.context["cl"].result_list] == ["live"]

@@ -12,7 +12,6 @@ import pytest
 from django_durable.core import clock
 from django_durable.engine.operations import Clock
 from django_durable.models import Run
-from django_durable.store.dialect import database_now
 from django_durable.worker.worker import Worker
 from tests.testapp import workflows as wf
 
@@ -27,7 +26,7 @@ def test_a_run_executed_after_a_wait_sees_the_time_that_passed_since_its_claim()
     [claim] = worker.claim(1)
     time.sleep(HELD)  # a busy worker: the claim loop got the run, no thread is free yet
     worker.process(claim)
-    after = database_now()
+    after = clock.database_now()
     seen = handle.result(timeout=5)["first"][0]
     assert isinstance(seen, datetime)
     # ctx.now() was read after the wait and before ``after``: close behind it, never ahead.
@@ -41,7 +40,7 @@ def test_a_retry_waits_its_whole_delay_after_a_claim_that_waited():
     [claim] = worker.claim(1)
     time.sleep(HELD)
     worker.process(claim)
-    after = database_now()
+    after = clock.database_now()
     run = Run.objects.get(pk=handle.id)
     assert run.status == "waiting" and run.wake_at is not None
     # Due a second after the failure, which came after the wait: not HELD sooner.

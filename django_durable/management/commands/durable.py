@@ -246,9 +246,10 @@ class Command(BaseCommand):
         """List worker processes, newest first, and whether each is alive."""
         alias = get_settings().DATABASE
         workers = list(WorkerProcess.objects.using(alias).order_by("-started_at"))
+        since = display.alive_since()  # by the database's clock, once for the list
         if options["json"]:
             data = [
-                {**fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker)}
+                {**fields(worker, WORKER_FIELDS), "alive": display.worker_alive(worker, since)}
                 for worker in workers
             ]
             self.stdout.write(dumps(data))
@@ -261,7 +262,7 @@ class Command(BaseCommand):
                 when(worker.started_at),
                 when(worker.last_seen_at),
                 when(worker.stopped_at),
-                "yes" if display.worker_alive(worker) else "no",
+                "yes" if display.worker_alive(worker, since) else "no",
             )
             for worker in workers
         ]
