@@ -136,6 +136,10 @@ class Result:
     rowcount: int
 
 
+# psycopg prepares a statement after this many executions, or at once when asked to.
+ONLY_WHEN_ASKED = 2**31 - 1
+
+
 def execute(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
     """Execute ``sql``; on PostgreSQL as a server-side prepared statement.
 
@@ -149,6 +153,11 @@ def execute(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
     if d.pg and get_settings().PREPARE_STATEMENTS:
         d.connection.ensure_connection()
         raw = d.connection.connection
+        if raw.prepare_threshold is None:
+            # Django opens connections with psycopg's preparing off (prepare_threshold
+            # None), and then even prepare=True prepares nothing. A threshold no statement
+            # reaches turns it on for explicit prepare=True only: this function's.
+            raw.prepare_threshold = ONLY_WHEN_ASKED
         with d.connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
             cursor.execute(sql, params, prepare=True)
             rows = cursor.fetchall() if cursor.description else []
