@@ -165,16 +165,14 @@ class WorkerPool:
         self.started.append(proc)
         return proc
 
+    def registered(self) -> bool:
+        """Return whether every live worker has recorded itself in the database (started up)."""
+        pids = {proc.pid for proc in self.alive}
+        return pids <= set(WorkerProcess.objects.filter(pid__in=pids).values_list("pid", flat=True))
+
     def wait_registered(self, timeout: float = 60.0) -> None:
         """Wait until every live worker has recorded itself in the database."""
-
-        def registered() -> bool:
-            pids = {proc.pid for proc in self.alive}
-            return pids <= set(
-                WorkerProcess.objects.filter(pid__in=pids).values_list("pid", flat=True)
-            )
-
-        self.wait(registered, timeout, f"{self.size} workers registered")
+        self.wait(self.registered, timeout, f"{self.size} workers registered")
 
     @property
     def alive(self) -> list[subprocess.Popen[bytes]]:
@@ -248,9 +246,11 @@ class WorkerPool:
     ) -> int:
         """Kill and restart one worker every ``interval`` s, in turn, until ``until()``.
 
-        The kills land blind, on whatever the worker is doing. Also restarts workers that
-        died on their own. Returns the number of kills; fails if ``until()`` is still
-        false after ``timeout`` seconds.
+        The kills land blind, on whatever the worker is doing. A kill waits until every
+        worker has started up (registered), so the workers get time to work however slowly
+        a loaded machine starts them: the kills are paced by the workers, not only by the
+        clock. Also restarts workers that died on their own. Returns the number of kills;
+        fails if ``until()`` is still false after ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         kills = 0
@@ -261,7 +261,7 @@ class WorkerPool:
             self.supervise()
             if on_tick is not None:
                 on_tick()
-            if time.monotonic() >= next_kill:
+            if time.monotonic() >= next_kill and self.registered():
                 self.kill()
                 kills += 1
                 next_kill = time.monotonic() + interval
