@@ -68,8 +68,11 @@ def claim_runs(
     sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
     keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit) if d.pg else []
     # The database's now() and this process's clock, paired: the engine's clock runs from
-    # here, not from when a thread gets to the run (under load that is later, and a retry
-    # or a sleep measured from then would end early by the difference).
+    # the claim, not from when a thread gets to the run (under load that is later, and a
+    # retry or a sleep measured from then would come early by the difference). SQLite's
+    # time is this process's, read here; PostgreSQL's now() is read before its answer
+    # arrives, so the pair is taken after it: the engine's clock may run a little behind
+    # the database's, never ahead (a sleep must not end before its deadline).
     local_now, read_at = clock.now(), clock.monotonic()
     if keys:  # runs under a per-key limit are ready: claim them under their keys' locks
         with transaction.atomic(using=d.connection.alias):
@@ -77,6 +80,8 @@ def claim_runs(
             rows = execute(d, sql, params).rows
     else:
         rows = execute(d, sql, params).rows
+    if d.pg:
+        read_at = clock.monotonic()
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
     if d.pg:
         records, rows, stale = _split(d, rows)

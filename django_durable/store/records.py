@@ -32,7 +32,7 @@ class Claim:
     # The OpenTelemetry context stored when the run was started (JSON text or a dict).
     trace_context: Any = None
     # When ``db_now`` was true, on this process's clock: ``time.monotonic()`` plus what a
-    # test skipped (``core.clock.skipped()``), taken just before the claim statement went.
+    # test skipped (``core.clock.skipped()``), taken when the claim statement was answered.
     read_at: float = dataclasses.field(default_factory=lambda: clock.monotonic())
 
 

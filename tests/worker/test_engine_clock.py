@@ -57,3 +57,24 @@ def test_the_clock_counts_a_skip_made_between_the_claim_and_its_use():
     finally:
         clock.set_skipped(0)
     assert timedelta(hours=1) <= moved < timedelta(hours=1, seconds=5)
+
+
+def test_the_clock_of_a_claim_is_never_ahead_of_the_database(monkeypatch):
+    """A claim statement that reaches the database late (a busy machine, a slow network)
+    must not put the engine's clock ahead: a sleep would then end before its deadline."""
+    from django_durable.store import claims as stored_claims
+
+    real = stored_claims.execute
+
+    def late(d, sql, params):
+        if "SKIP LOCKED" in sql or "UPDATE durable_run SET" in sql:
+            time.sleep(HELD)  # between this process's reading of its clock and the statement
+        return real(d, sql, params)
+
+    monkeypatch.setattr(stored_claims, "execute", late)
+    wf.values.start()
+    [claim] = Worker(concurrency=1).claim(1)
+    seen = Clock(claim.db_now, claim.read_at).now()
+    after = clock.database_now()
+    ahead = (seen - after).total_seconds()
+    assert ahead <= 0.005, f"the engine's clock is {ahead:.3f} s ahead of the database"
