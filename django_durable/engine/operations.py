@@ -19,12 +19,12 @@ class Clock:
     """The database's time, read at claim and advanced by the local monotonic clock.
 
     ``read_at`` is when ``db_now`` was true on :func:`core.clock.monotonic` (which counts a
-    test's skips, so a later skip moves this clock too); by default, now.
+    test's skips, so a later skip moves this clock too).
     """
 
-    def __init__(self, db_now: datetime, read_at: float | None = None) -> None:
+    def __init__(self, db_now: datetime, read_at: float) -> None:
         self._base = db_now
-        self._read_at = clock.monotonic() if read_at is None else read_at
+        self._read_at = read_at
 
     def now(self) -> datetime:
         """Return the current database time."""

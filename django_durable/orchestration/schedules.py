@@ -169,7 +169,9 @@ def dispatch_due_schedules(*, alias: str | None = None, limit: int = 100) -> int
     outages are raised (the worker backs off and tries again).
     """
     alias = alias or get_settings().DATABASE
-    due = Schedule.objects.using(alias).filter(enabled=True, next_tick_at__lte=_now(alias))
+    due = Schedule.objects.using(alias).filter(
+        enabled=True, next_tick_at__lte=clock.database_time(alias=alias)
+    )
     candidates = list(due.order_by("next_tick_at", "pk").values_list("pk", flat=True)[:limit])
     started = 0
     for pk in candidates:
@@ -178,14 +180,6 @@ def dispatch_due_schedules(*, alias: str | None = None, limit: int = 100) -> int
             if locked is not None:
                 started += _dispatch(*locked, alias=alias)
     return started
-
-
-def _now(alias: str) -> Any:
-    """Return the current time for a query: the database's on PostgreSQL, ours on SQLite.
-
-    Both follow a test clock moved forward (``django_durable.testing.skip``).
-    """
-    return clock.database_time(0) if dialect(alias).pg else clock.now()
 
 
 def _lock_if_due(pk: int, alias: str) -> tuple[Schedule, datetime] | None:
@@ -198,9 +192,9 @@ def _lock_if_due(pk: int, alias: str) -> tuple[Schedule, datetime] | None:
     # Another worker holding it dispatches it; one that committed moved its next tick on.
     row = (
         Schedule.objects.using(alias)
-        .filter(pk=pk, enabled=True, next_tick_at__lte=_now(alias))
+        .filter(pk=pk, enabled=True, next_tick_at__lte=clock.database_time(alias=alias))
         .select_for_update(skip_locked=True)
-        .annotate(db_now=_now(alias))
+        .annotate(db_now=clock.database_time(alias=alias))
         .first()
     )
     return None if row is None else (row, row.db_now)

@@ -80,10 +80,9 @@ def claim_runs(
             rows = execute(d, sql, params).rows
     else:
         rows = execute(d, sql, params).rows
-    if d.pg:
-        read_at = clock.monotonic()
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
     if d.pg:
+        read_at = clock.monotonic()
         records, rows, stale = _split(d, rows)
     else:
         stale = [d.read_uuid(row[0]) for row in rows if _resumed(row)]
