@@ -7,16 +7,19 @@ transaction at a time), counting what runs and what started before claiming more
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from ..core.queue_limits import QueueLimits
 from .claims import claim_runs
 from .dialect import Dialect, dialect, execute
 from .records import Claim
+
+logger = logging.getLogger("django_durable")
 
 
 def claim_limited(
@@ -31,27 +34,56 @@ def claim_limited(
     alias: str,
 ) -> list[Claim]:
     """Claim up to ``limit`` runs of a limited queue without exceeding its limits (only of
-    ``workflows``, if given)."""
+    ``workflows``, if given).
+
+    Claims nothing this time if another claimer has held the queue's lock for longer than
+    ``LOCK_WAIT_MS`` (see ``_lock``): the caller's next round tries again.
+    """
     d = dialect(alias)
-    with transaction.atomic(using=alias):
-        if d.pg:
-            execute(
-                d,
-                "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))",
-                {"key": f"django_durable:queue:{queue}"},
+    try:
+        with transaction.atomic(using=alias):
+            if d.pg:
+                _lock(d, queue)
+            allowed = min(limit, *_room(d, queue, limits))
+            if allowed <= 0:
+                return []
+            return claim_runs(
+                worker_id=worker_id,
+                queues=[queue],
+                limit=allowed,
+                lease_seconds=lease_seconds,
+                exclude=exclude,
+                workflows=workflows,
+                alias=alias,
             )
-        allowed = min(limit, *_room(d, queue, limits))
-        if allowed <= 0:
-            return []
-        return claim_runs(
-            worker_id=worker_id,
-            queues=[queue],
-            limit=allowed,
-            lease_seconds=lease_seconds,
-            exclude=exclude,
-            workflows=workflows,
-            alias=alias,
-        )
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        logger.debug("Queue %r: its claim lock is held by another claimer; next round", queue)
+        return []
+
+
+# A claimer holds its queue's lock for a few short statements. One that stalls holding it
+# (a frozen or swapped-out process, a network that went quiet) must not stall the loops of
+# every other worker of the queue, and with them the claims of all their queues: they wait
+# this long, then leave the queue to their next round.
+LOCK_WAIT_MS = 250
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for lock_timeout
+
+
+def _lock(d: Dialect, queue: str) -> None:
+    """Take the queue's lock for this transaction, waiting at most ``LOCK_WAIT_MS``.
+
+    One statement: the subquery (kept apart by ``OFFSET 0``) sets ``lock_timeout`` for
+    this transaction before the lock is asked for. ``SET LOCAL`` ends with the transaction,
+    so nothing leaks to the next user of a pooled connection.
+    """
+    execute(
+        d,
+        "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0)) FROM "
+        "(SELECT set_config('lock_timeout', %(wait)s, true) OFFSET 0) AS timeout",
+        {"key": f"django_durable:queue:{queue}", "wait": f"{LOCK_WAIT_MS}ms"},
+    )
 
 
 def _room(d: Dialect, queue: str, limits: QueueLimits) -> list[int]:

@@ -153,14 +153,28 @@ def sleep_across(setter: WorkerPool, waker: WorkerPool, seconds: float) -> float
     [frozen] = waker.alive
     waker.pause(frozen)
     run = cw.sleeps_for.start(seconds)
-    setter.wait(lambda: Run.objects.get(id=run.id).status == RunStatus.WAITING, 60, "asleep")
+    waited(setter, run, lambda: Run.objects.get(id=run.id).status == RunStatus.WAITING, "asleep")
     waker.resume(frozen)
     [setting] = setter.alive
     setter.pause(setting)
-    waker.wait(lambda: completed(run), 60, "the sleep to end")
+    waited(waker, run, lambda: completed(run), "the sleep to end")
     setter.resume(setting)
     assert ran_by(run.id, "woke") == [frozen.pid]
     return lasted(run.id)
+
+
+def waited(pool: WorkerPool, run, predicate, what: str) -> None:
+    """``pool.wait(predicate)``; a time-out says where the run and the workers stood."""
+    try:
+        pool.wait(predicate, 60, what)
+    except AssertionError as exc:
+        state = Run.objects.filter(id=run.id).values(
+            "status", "wake_at", "available_at", "claimed_by", "lease_expires_at", "recoveries"
+        )
+        workers = WorkerProcess.objects.values("id", "pid", "last_seen_at", "stopped_at")
+        raise AssertionError(
+            f"{exc}\nrun: {list(state)}\ndatabase now: {db_now()}\nworkers: {list(workers)}"
+        ) from None
 
 
 def lasted(run_id: object) -> float:
