@@ -61,26 +61,27 @@ COVERAGE_DIR := $(CURDIR)/build/coverage
 cover_prep = $(if $(COVERAGE),rm -rf $(COVERAGE_DIR)/$(1) && mkdir -p $(COVERAGE_DIR)/$(1) &&)
 pytest_cmd = $(if $(COVERAGE),COVERAGE_FILE=$(COVERAGE_DIR)/$(1)/.coverage \
 	$(BIN)/coverage run -m pytest,$(BIN)/pytest)
-cover_report = $(if $(COVERAGE),@if [ -d $(COVERAGE_DIR)/$(1) ]; then \
+# A shell fragment (ends with ';'): combine and report, also after a failed suite.
+cover_report = $(if $(COVERAGE),if [ -d $(COVERAGE_DIR)/$(1) ]; then \
 	$(BIN)/coverage combine --quiet --data-file=$(COVERAGE_DIR)/$(1)/.coverage \
 		$(COVERAGE_DIR)/$(1) \
 	&& $(BIN)/coverage report --data-file=$(COVERAGE_DIR)/$(1)/.coverage \
 		> $(COVERAGE_DIR)/$(1)/report.txt \
 	&& echo "Line coverage on $(1): $$($(BIN)/coverage report --format=total \
 		--data-file=$(COVERAGE_DIR)/$(1)/.coverage)% (by module, least covered first: \
-		build/coverage/$(1)/report.txt)"; fi)
+		build/coverage/$(1)/report.txt)"; fi;)
 
 test-sqlite: venv
 	$(call cover_prep,sqlite) DURABLE_TEST_DB=sqlite $(call pytest_cmd,sqlite) \
-		-n $(TEST_WORKERS) $(PYTEST_ARGS)
-	$(call cover_report,sqlite)
+		-n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; $(call cover_report,sqlite) exit $$rc
 
 # Runs on PostgreSQL when it answers; says so loudly when it does not, and fails
 # instead when DURABLE_REQUIRE_POSTGRES=1 (CI).
 test-postgres: venv
-	@if $(PY) tests/postgres_available.py; then \
+	@rc=0; if $(PY) tests/postgres_available.py; then \
 		$(call cover_prep,postgres) DURABLE_TEST_DB=postgres $(call pytest_cmd,postgres) \
-			-n $(TEST_WORKERS) $(PYTEST_ARGS) || exit 1; \
+			-n $(TEST_WORKERS) $(PYTEST_ARGS) || rc=1; \
+		$(call cover_report,postgres) \
 	elif [ "$$DURABLE_REQUIRE_POSTGRES" = "1" ]; then \
 		echo "ERROR: PostgreSQL is required (DURABLE_REQUIRE_POSTGRES=1) but not reachable." >&2; exit 1; \
 	else \
@@ -90,8 +91,7 @@ test-postgres: venv
 		echo "###  SQLite only. Set PGHOST/PGPORT/PGUSER to test on it.     ###"; \
 		echo "################################################################"; \
 		echo ""; \
-	fi
-	$(call cover_report,postgres)
+	fi; exit $$rc
 
 # Both suites with line coverage, a total per database (see COVERAGE above). Not part of
 # `make test`: measured on a part of the SQLite suite (engine, client, worker, fencing, the
