@@ -49,6 +49,7 @@ def claim_runs(
     lease_seconds: float,
     exclude: Iterable[uuid.UUID] = (),
     workflows: Sequence[str] | None = None,
+    probe_keys: bool = True,
     alias: str | None = None,
 ) -> list[Claim]:
     """Claim up to ``limit`` ready runs of ``queues`` for ``worker_id``, best priority first.
@@ -59,6 +60,10 @@ def claim_runs(
     that knows them. One statement: it picks the runs, marks them ``running`` under a new
     lease token, and returns what the engine needs; on PostgreSQL also the records of the
     runs it resumes (SQLite reads them in a second query).
+
+    On PostgreSQL a run under a per-key limit is claimed under its key's lock, so the claim
+    first looks for such runs (``store.flow.ready_keys``, a round trip); with
+    ``probe_keys=False`` it does not, and claims none of them.
     """
     if workflows is not None and not workflows:
         return []
@@ -66,7 +71,9 @@ def claim_runs(
     params: dict[str, Any] = {"worker": worker_id, "limit": limit}
     excluded = [d.store_uuid(run_id) for run_id in exclude]
     sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
-    keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit) if d.pg else []
+    keys = []
+    if d.pg and probe_keys:
+        keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit)
     # The database's now() and this process's clock, paired: the engine's clock runs from
     # the claim, not from when a thread gets to the run (under load that is later, and a
     # retry or a sleep measured from then would come early by the difference). SQLite's

@@ -31,6 +31,7 @@ def claim_limited(
     lease_seconds: float,
     exclude: Iterable[uuid.UUID],
     workflows: Sequence[str] | None = None,
+    probe_keys: bool = True,
     alias: str,
 ) -> list[Claim]:
     """Claim up to ``limit`` runs of a limited queue without exceeding its limits (only of
@@ -54,6 +55,7 @@ def claim_limited(
                 lease_seconds=lease_seconds,
                 exclude=exclude,
                 workflows=workflows,
+                probe_keys=probe_keys,
                 alias=alias,
             )
     except OperationalError as exc:

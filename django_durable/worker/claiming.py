@@ -26,10 +26,13 @@ def claim_ready(
     lease_seconds: float,
     exclude: Iterable[uuid.UUID],
     workflows: Sequence[str] | None = None,
+    probe_keys: bool = True,
     alias: str,
 ) -> list[Claim]:
     """Claim up to ``limit`` ready runs of ``queues``; never those in ``exclude``, and only
-    runs of ``workflows`` (the names this worker's code registers), if given."""
+    runs of ``workflows`` (the names this worker's code registers), if given.
+
+    ``probe_keys=False`` leaves out runs under a per-key limit (see ``store.claims``)."""
     exclude = list(exclude)
     limited = {name: limits for name in queues if (limits := queue_limits(name)) is not None}
     free = [name for name in queues if name not in limited]
@@ -42,6 +45,7 @@ def claim_ready(
             lease_seconds=lease_seconds,
             exclude=exclude,
             workflows=workflows,
+            probe_keys=probe_keys,
             alias=alias,
         )
     for name, limits in limited.items():
@@ -55,6 +59,7 @@ def claim_ready(
             lease_seconds=lease_seconds,
             exclude=exclude,
             workflows=workflows,
+            probe_keys=probe_keys,
             alias=alias,
         )
     return claims

@@ -27,6 +27,7 @@ from ..core import clock, logfields, telemetry
 from ..core.conf import get_settings, queue_limits
 from ..core.durations import to_seconds
 from ..declarations.registry import registered_workflows
+from ..declarations.workflows import Workflow
 from ..engine import execution
 from ..engine.execution import Outcome
 from ..exceptions import Cancelled, LeaseLost, SuspendRun
@@ -118,6 +119,7 @@ class Worker:
         self._draining = threading.Event()
         self._forced = threading.Event()
         self._next_maintenance = 0.0
+        self._next_key_probe = 0.0  # see _probe_keys
         # The last claim filled every free slot: more may be ready, claim when one frees.
         self._saturated = False
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
@@ -167,13 +169,15 @@ class Worker:
         with self._lock:
             exclude = list(self._inflight)
         began, skipped = time.monotonic(), clock.skipped()
+        workflows = registered_workflows()
         claims = claim_ready(
             worker_id=self.id,
             queues=self.queues,
             limit=limit,
             lease_seconds=self.lease_seconds,
             exclude=exclude,
-            workflows=sorted(registered_workflows()),  # the others wait for a worker that knows
+            workflows=sorted(workflows),  # the others wait for a worker that knows them
+            probe_keys=self._probe_keys(workflows),
             alias=self.alias,
         )
         with self._lock:
@@ -186,6 +190,22 @@ class Worker:
             self._db_offset = claims[-1].db_now - clock.now()
             announce.runs_started(claims, worker_id=self.id, alias=self.alias)
         return claims
+
+    def _probe_keys(self, workflows: dict[str, Workflow[Any, Any]]) -> bool:
+        """Whether this claim looks for ready runs under a per-key limit (``store.flow``).
+
+        Always when a workflow this worker knows declares ``concurrency_key=`` or
+        ``singleton_key=``. Otherwise once a poll interval: the look costs a round trip per
+        claim, and such runs can only be left by an earlier version of the code (or forked
+        from one), which are then claimed up to a poll interval later.
+        """
+        if any(workflow.flow is not None for workflow in workflows.values()):
+            return True
+        now = clock.monotonic()
+        if now < self._next_key_probe:
+            return False
+        self._next_key_probe = now + self.poll_interval
+        return True
 
     def process(self, claim: Claim) -> Outcome | None:
         """Execute a claimed run and store its outcome; never raises."""

@@ -18,6 +18,7 @@ from django.utils import timezone
 import django_durable as durable
 from django_durable import Worker
 from django_durable.api.serializers import RunSerializer
+from django_durable.declarations.registry import registered_workflows
 from django_durable.declarations.specs import FlowSpec
 from django_durable.exceptions import FlowKeyError
 from django_durable.models import Run, RunStatus
@@ -155,7 +156,7 @@ def test_a_key_another_claimer_holds_is_left_to_it():
 # The claim stays one statement
 
 
-def statements_of_a_claim(monkeypatch) -> list[str]:
+def statements_of_a_claim(monkeypatch, worker: Worker | None = None) -> list[str]:
     seen: list[str] = []
     real = claims_module.execute
 
@@ -165,7 +166,7 @@ def statements_of_a_claim(monkeypatch) -> list[str]:
 
     monkeypatch.setattr(claims_module, "execute", counting)
     monkeypatch.setattr("django_durable.store.flow.execute", counting)
-    Worker(concurrency=4).claim(4)
+    (worker or Worker(concurrency=4)).claim(4)
     return seen
 
 
@@ -187,6 +188,41 @@ def test_a_keyed_claim_locks_its_keys_then_claims_in_one_statement(monkeypatch):
         assert len(seen) == 3 and "pg_try_advisory_xact_lock" in seen[1]
     else:
         assert len(seen) == 1
+
+
+def registry_without_keys(monkeypatch) -> None:
+    """Have workers know only the workflows that declare no key (as in most projects)."""
+    plain = {name: w for name, w in registered_workflows().items() if w.flow is None}
+    monkeypatch.setattr("django_durable.worker.worker.registered_workflows", lambda: plain)
+
+
+def test_a_worker_whose_workflows_declare_no_key_claims_in_one_statement(monkeypatch):
+    registry_without_keys(monkeypatch)
+    worker = Worker(concurrency=4)
+    assert worker.claim(4) == []  # the first claim looks for keyed runs all the same
+    wf.add.start(1, 1)
+    seen = statements_of_a_claim(monkeypatch, worker)
+    assert len(seen) == 1 and "UPDATE durable_run SET status = 'running'" in seen[0], seen
+
+
+@time_machine()
+def test_a_keyed_run_left_by_earlier_code_is_claimed_within_a_poll_interval(monkeypatch):
+    registry_without_keys(monkeypatch)
+    worker = Worker(concurrency=4, poll_interval=5)
+    assert worker.claim(4) == []
+    # A run of tests.add as an earlier version of the code, which declared a key, started it.
+    left = wf.add.start(1, 1)
+    Run.objects.filter(pk=left.id).update(flow_key="acme", flow_limit=1)
+    plain = wf.add.start(2, 2)
+    if not ON_POSTGRES:  # no key locks there, so no look first: a claim takes both
+        assert sorted(str(claim.run_id) for claim in worker.claim(4)) == sorted([left.id, plain.id])
+        return
+    # PostgreSQL: until the next look for keyed runs, a poll interval after the last one.
+    assert [str(claim.run_id) for claim in worker.claim(4)] == [plain.id]
+    durable.testing.skip(5)
+    [claim] = worker.claim(4)
+    assert str(claim.run_id) == left.id
+    assert Run.objects.get(pk=left.id).status == RunStatus.RUNNING
 
 
 # Singletons
