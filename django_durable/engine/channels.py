@@ -10,6 +10,7 @@ thread boundary of an async workflow.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from django.db import transaction
 
 from ..core import serialization
+from ..core.conf import get_settings
 from ..core.statuses import StepStatus
-from ..exceptions import DurableError, EventDataInvalid, EventTimeout
+from ..exceptions import DurableError, EventDataInvalid, EventTimeout, PayloadTooLarge
 from ..store import channels
 from ..store.records import Row
 from .operations import Operation
@@ -233,18 +235,32 @@ def write_stream(
     return offset
 
 
+# One write_stream_many is one statement and one commit: at most this many items, and at
+# most this many times MAX_PAYLOAD_BYTES of JSON in all (an endless generator, or a whole
+# table passed by mistake, gets an error instead of a statement the size of the memory).
+BATCH_ITEMS = 10_000
+BATCH_PAYLOADS = 16
+
+
 def stream_items(key: str, values: Iterable[Any]) -> list[Any]:
     """Return the items of ``ctx.write_stream_many(key, values)`` as a list.
 
     A string, bytes or a mapping is refused: iterating it would write its characters or
-    its keys, one item each, which is never what was meant.
+    its keys, one item each, which is never what was meant. So is more than
+    ``BATCH_ITEMS`` items (read no further than one past it).
     """
     if isinstance(values, str | bytes | bytearray | Mapping):
         raise TypeError(
             f"write_stream_many({key!r}, ...) takes an iterable of items, not a "
             f"{type(values).__name__}; to write it as one item, use write_stream()."
         )
-    return list(values)
+    items = list(itertools.islice(values, BATCH_ITEMS + 1))
+    if len(items) > BATCH_ITEMS:
+        raise ValueError(
+            f"write_stream_many({key!r}, ...) writes at most {BATCH_ITEMS:,} items in one "
+            "commit, and was given more: write them with several calls."
+        )
+    return items
 
 
 def write_stream_many(ctx: BaseContext, op: Operation, key: str, items: list[Any]) -> range:
@@ -262,6 +278,13 @@ def write_stream_many(ctx: BaseContext, op: Operation, key: str, items: list[Any
         serialization.dumps(item, what=f"An item of stream {key!r} (number {index} of the batch)")
         for index, item in enumerate(items)
     ]
+    total, maximum = sum(map(len, texts)), BATCH_PAYLOADS * get_settings().MAX_PAYLOAD_BYTES
+    if total > maximum:
+        raise PayloadTooLarge(
+            f"The items of stream {key!r} for one write_stream_many are {total} bytes of "
+            f"JSON, over the limit of {maximum} bytes ({BATCH_PAYLOADS} times "
+            "DJANGO_DURABLE['MAX_PAYLOAD_BYTES']): write them with several calls."
+        )
     offsets = range(cursor.next_offset, cursor.next_offset + len(texts))
     notify = f"s:{ctx.run_id}"
     rows = [

@@ -114,6 +114,18 @@ def test_the_async_twin_writes_and_replays_the_same_way(worker):
         ),
         ("text", "TypeError", "takes an iterable of items, not a str"),
         ("mapping", "TypeError", "takes an iterable of items, not a dict"),
+        (
+            "over_the_count",
+            "ValueError",
+            "write_stream_many('out', ...) writes at most 10,000 items in one commit, and was "
+            "given more: write them with several calls.",
+        ),
+        (
+            "too_much_in_all",
+            "PayloadTooLarge",
+            "The items of stream 'out' for one write_stream_many are 18040 bytes of JSON, over "
+            "the limit of 16000 bytes (16 times DJANGO_DURABLE['MAX_PAYLOAD_BYTES'])",
+        ),
     ],
 )
 def test_a_bad_item_writes_nothing_of_its_batch(settings, kind, error, message):

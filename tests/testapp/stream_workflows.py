@@ -56,6 +56,8 @@ def bad_batch(ctx: durable.Context, kind: str) -> dict:
         "oversized": [1, "x" * 2000, 3],
         "text": "abc",
         "mapping": {"a": 1},
+        "over_the_count": (i for i in range(10_001)),
+        "too_much_in_all": ["x" * 900 for _ in range(20)],
     }[kind]
     try:
         ctx.write_stream_many("out", bad)  # type: ignore[arg-type]
