@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import ON_POSTGRES, ROOT
+from tests.orphans import die_with_parent
 from tests.test_example_project import _database_url, _recreate, manage
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,7 +83,12 @@ class Processes:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         with open(self.log_dir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, *args], cwd=ROOT, env=self.env, stdout=log, stderr=log
+                [sys.executable, *args],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=die_with_parent(),
             )
         self.procs.append(proc)
         return proc

@@ -18,6 +18,7 @@ import pytest
 from django.db import connection
 
 from django_durable import Worker
+from tests.orphans import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
 ON_POSTGRES = os.environ.get("DURABLE_TEST_DB", "sqlite") == "postgres"
@@ -77,6 +78,7 @@ class WorkerProcesses:
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),
         )
         self.procs.append(proc)
         return proc

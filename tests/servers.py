@@ -22,6 +22,7 @@ from typing import Any
 from django.db import connection
 
 from tests.conftest import ROOT, wait_for
+from tests.orphans import die_with_parent
 
 ASGI_APP = "tests.asgi:application"
 # gunicorn calls a factory given with parentheses: no wsgi.py needed for the tests.
@@ -75,6 +76,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
 
     def wait_until_serving(self) -> Server:

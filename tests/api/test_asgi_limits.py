@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.orphans import die_with_parent
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +41,7 @@ def server(tmp_path_factory) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent(),
     )
 
     def answers() -> bool:

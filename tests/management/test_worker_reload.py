@@ -22,6 +22,7 @@ from django.db import connection
 
 from django_durable.models import Run, Step, WorkerProcess
 from tests.conftest import ROOT, wait_for
+from tests.orphans import die_with_parent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -88,6 +89,7 @@ class ReloadingWorker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),
             )
         return self.proc
 

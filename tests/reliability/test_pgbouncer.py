@@ -34,6 +34,7 @@ from django.db import connection
 import django_durable as durable
 from django_durable.models import Run, RunStatus, WorkerProcess
 from tests.conftest import wait_for
+from tests.orphans import die_with_parent
 from tests.reliability.conftest import ON_POSTGRES, WorkerPool
 from tests.reliability.test_chaos import (
     CONCURRENCY,
@@ -97,7 +98,9 @@ def pgbouncer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bouncer]:
     command = [binary, *(["-u", "postgres"] if os.geteuid() == 0 else []), str(ini)]
     log = folder / "pgbouncer.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+        )
     bouncer = Bouncer(port=port, log=log)
 
     def answers() -> bool:
