@@ -25,6 +25,10 @@ T = TypeVar("T")
 
 # Workers look for due runs this often (SQLite has no NOTIFY to wake them sooner).
 POLL_SECONDS = "0.1"
+# A worker told to stop (SIGTERM) lets its runs' current steps finish for this long, then
+# hands back what still runs; the demo waits that long and a margin for it to exit.
+DRAIN_SECONDS = 30
+EXIT_MARGIN_SECONDS = 30
 
 
 class ScenarioFailed(Exception):
@@ -41,7 +45,8 @@ class Workers:
     def start(self, *options: str) -> subprocess.Popen[bytes]:
         """Start a worker in the project's directory and environment, with ``options``."""
         command = [sys.executable, "manage.py", "run_workflow_worker"]
-        command += ["--poll-interval", POLL_SECONDS, *options]
+        command += ["--poll-interval", POLL_SECONDS, "--shutdown-timeout", str(DRAIN_SECONDS)]
+        command += options
         with open(self.log_path(len(self.procs) + 1), "wb") as log:
             proc = subprocess.Popen(
                 command, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT
@@ -69,13 +74,21 @@ class Workers:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
-    def terminate(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+    def terminate(self, proc: subprocess.Popen[bytes]) -> int:
         """Ask ``proc`` to drain and exit with SIGTERM; return its exit code."""
         proc.send_signal(signal.SIGTERM)
+        timeout = DRAIN_SECONDS + EXIT_MARGIN_SECONDS
         try:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise CommandError(f"The worker did not exit within {timeout}s of SIGTERM.") from None
+            proc.send_signal(signal.SIGUSR2)  # the worker prints where each thread is
+            time.sleep(1)
+            log = self.log_path(self.number(proc)).read_text(errors="replace")
+            tail = "\n".join(log.splitlines()[-80:])
+            raise CommandError(
+                f"{self.label(proc.pid)} did not exit within {timeout}s of SIGTERM "
+                f"(its drain takes at most {DRAIN_SECONDS}s). The end of its log:\n{tail}"
+            ) from None
 
     def kill_all(self) -> None:
         """Kill every worker still alive: none may outlive the demo, however it ends."""
@@ -126,7 +139,7 @@ class Stage:
     def stop_worker(self) -> None:
         """Stop the shared worker (SIGTERM: it drains and exits), if it runs."""
         if self._shared is not None and self._shared.poll() is None:
-            self.workers.terminate(self._shared, timeout=30)
+            self.workers.terminate(self._shared)
         self._shared = None
 
     # --- waiting -----------------------------------------------------------------------

@@ -260,7 +260,7 @@ def many_waiting(stage: Stage) -> None:
     try:
         serve_fifty(stage, proc)
     finally:
-        code = stage.workers.terminate(proc, timeout=30)
+        code = stage.workers.terminate(proc)
         stage.say(f"SIGTERM sent to worker {number}: it exited ({code=}).")
 
 

@@ -133,7 +133,7 @@ def finish_with_second_worker(stage: Stage, orders: dict[str, Order]) -> None:
             durable.get_run(run_id).result(timeout=max(0.1, deadline - time.monotonic()))
         except (durable.WorkflowFailed, TimeoutError) as exc:
             stage.say(str(exc))  # the report shows the run's state
-    code = workers.terminate(proc, timeout=30)
+    code = workers.terminate(proc)
     stage.say(f"SIGTERM sent to {workers.label(proc.pid)}: it drained and exited ({code=}).")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -26,6 +27,8 @@ from django_durable.worker.worker import Worker, check_numbers
 
 logger = logging.getLogger("django_durable")
 
+# The signal that makes a worker print every thread's stack (STOP_NOW is SIGUSR1).
+DUMP_STACKS = signal.SIGUSR2
 # The status with which Django's reloader ends its child when a file changes.
 RELOAD_STATUS = 3
 # This command's name, which the children of --processes run.
@@ -153,6 +156,9 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, on_signal)
         if supervised:
             signal.signal(STOP_NOW, on_signal)
+        # `kill -USR2 PID`: every thread's stack to stderr, and the worker goes on (a worker
+        # that seems stuck says where; faulthandler writes from C, safe in any state).
+        faulthandler.register(DUMP_STACKS, all_threads=True)
         clean = worker.run()
         self.stdout.write(f"Worker {worker.id} stopped.")
         if forced or not clean:

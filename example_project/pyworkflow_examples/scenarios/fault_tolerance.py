@@ -57,7 +57,7 @@ def worker_lost(stage: Stage) -> None:
     second = workers.start("--lease", str(LEASE_SECONDS))
     stage.say(f"Started {workers.label(second.pid)}: it takes the run over once the lease expires")
     result = stage.result(handle)
-    code = workers.terminate(second, timeout=30)
+    code = workers.terminate(second)
     stage.say(f"SIGTERM sent to {workers.label(second.pid)}: it drained and exited ({code=}).")
     report(stage, handle, first, second, killed_at, done)
     stage.check(result.get("loaded") and result.get("notified"), f"result {result}")

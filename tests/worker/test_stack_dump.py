@@ -1,0 +1,30 @@
+"""`kill -USR2` makes a worker process print every thread's stack, and it goes on."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from django_durable.models import Run, RunStatus, WorkerProcess
+from tests.conftest import wait_for
+from tests.testapp import workflows as wf
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def test_sigusr2_prints_every_threads_stack_and_the_worker_goes_on(worker_processes):
+    proc = worker_processes.start("--poll-interval", "0.1")
+    wait_for(lambda: WorkerProcess.objects.filter(pid=proc.pid).exists(), 60, "registered")
+    proc.send_signal(signal.SIGUSR2)
+    logs = wait_for(
+        lambda: "most recent call first" in (text := worker_processes.logs()) and text,
+        30,
+        "the stacks",
+    )
+    # The main thread waits in the worker's loop; the others (heartbeat, runs) are listed too.
+    assert "in _loop" in logs and logs.count("Thread 0x") >= 2, logs
+    run = wf.add.start(2, 3)
+    wait_for(lambda: Run.objects.get(id=run.id).status == RunStatus.COMPLETED, 60, "the run")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
