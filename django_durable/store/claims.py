@@ -8,7 +8,7 @@ claims use ``FOR UPDATE SKIP LOCKED`` and times come from the database's ``now()
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ def claim_runs(
     exclude: Iterable[uuid.UUID] = (),
     workflows: Sequence[str] | None = None,
     probe_keys: bool = True,
+    keys_left: Callable[[], None] | None = None,
     alias: str | None = None,
 ) -> list[Claim]:
     """Claim up to ``limit`` ready runs of ``queues`` for ``worker_id``, best priority first.
@@ -63,14 +64,17 @@ def claim_runs(
 
     On PostgreSQL a run under a per-key limit is claimed under its key's lock, so the claim
     first looks for such runs (``store.flow.ready_keys``, a round trip); with
-    ``probe_keys=False`` it does not, and claims none of them.
+    ``probe_keys=False`` it does not, and claims none of them. With ``keys_left``, the claim
+    statement also tells whether it left such runs ready (their keys have room): it calls
+    ``keys_left()`` if so, and the caller's next claim is the one that looks for them.
     """
     if workflows is not None and not workflows:
         return []
     d = dialect(alias)
     params: dict[str, Any] = {"worker": worker_id, "limit": limit}
     excluded = [d.store_uuid(run_id) for run_id in exclude]
-    sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds)
+    report = d.pg and keys_left is not None
+    sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds, report_keys=report)
     keys = []
     if d.pg and probe_keys:
         keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit)
@@ -90,6 +94,8 @@ def claim_runs(
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
     if d.pg:
         read_at = clock.monotonic()
+        if keys_left is not None and any(row[0] is None for row in rows):
+            keys_left()
         records, rows, stale = _split(d, rows)
     else:
         stale = [d.read_uuid(row[0]) for row in rows if _resumed(row)]
@@ -107,6 +113,8 @@ def _claim_sql(
     excluded: list[Any],
     workflows: Sequence[str] | None,
     lease_seconds: float,
+    *,
+    report_keys: bool = False,
 ) -> str:
     """Return the claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer on SQLite.
 
@@ -122,6 +130,9 @@ def _claim_sql(
     flood of timers due at once), and ordering those ties by id would read and sort the
     whole group at every claim, so waking N runs cost O(N^2). Ties come in the index's
     order: insertion order on SQLite, roughly write order on PostgreSQL.
+
+    ``report_keys`` (PostgreSQL) adds a row of NULLs when ready keyed runs with room were
+    left (``flow.left_behind``): an index probe in the same round trip.
     """
     if d.pg:  # SQLite needs no key locks; an unused list would not bind (DEBUG's query log)
         params.setdefault("held_w", [])
@@ -154,10 +165,14 @@ def _claim_sql(
         f"UPDATE durable_run SET {sets} FROM picked WHERE durable_run.id = picked.id "
         f"RETURNING {qualified}, {d.now(params)} AS db_now"
     )
-    return (
+    sql = (
         f"WITH cand AS ({cand} FOR UPDATE SKIP LOCKED), picked AS ({pick}), "
         f"claimed AS ({claimed}) {_WITH_RECORDS}"
     )
+    if report_keys:
+        left = flow.left_behind(d, params, queues, workflows, "claimed")
+        sql += f" UNION ALL SELECT {', '.join(['NULL'] * _ROW_WIDTH)} WHERE {left}"
+    return sql
 
 
 def _resumed(row: tuple[Any, ...]) -> bool:
@@ -178,9 +193,11 @@ def _resumed(row: tuple[Any, ...]) -> bool:
 # records here, and ``claim_runs`` reads its records again after the claim.
 #
 # A run's row is its claim's columns, the database's time and ``fresh``; a record's row is
-# the run's id, NULLs, and the record's columns.
+# the run's id, NULLs, and the record's columns; the row saying that keyed runs were left
+# (``report_keys``) is all NULLs.
 _STEP = "position, kind, name, status, result, error, attempts"  # StepRecord's fields
 _RUN_WIDTH = len(_CLAIMED.split(", ")) + 2  # the claim's columns, db_now, fresh
+_ROW_WIDTH = _RUN_WIDTH + len(_STEP.split(", "))
 _FRESH = "claimed.lease_token = seen.lease_token + 1"
 _WITH_RECORDS = (
     f"SELECT claimed.*, {_FRESH}, {', '.join(['NULL'] * len(_STEP.split(', ')))} "
@@ -199,8 +216,9 @@ def _split(
     """Split the claim's rows (PostgreSQL): return the records by run and position, the
     runs' rows, and the resumed runs whose records must be read again (not ``fresh``)."""
     runs = [row for row in rows if row[1] is not None]
+    steps = (row for row in rows if row[1] is None and row[0] is not None)
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
-    for row in sorted((row for row in rows if row[1] is None), key=lambda row: row[_RUN_WIDTH]):
+    for row in sorted(steps, key=lambda row: row[_RUN_WIDTH]):
         step = StepRecord(*row[_RUN_WIDTH:])
         records.setdefault(d.read_uuid(row[0]), {})[step.position] = step
     stale = [d.read_uuid(row[0]) for row in runs if _resumed(row) and not row[_RUN_WIDTH - 1]]

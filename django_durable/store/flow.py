@@ -78,6 +78,36 @@ def lock_keys(d: Dialect, params: dict[str, Any], keys: Sequence[tuple[str, str]
     params["held_k"] = [str(row[1]) for row in rows]
 
 
+def _ready(d: Dialect, queues: Sequence[str], params: dict[str, Any], name: str = "q") -> str:
+    """Return the condition of a ready keyed run of ``queues`` whose key has room."""
+    return (
+        "status = 'pending' AND flow_limit IS NOT NULL "
+        f"AND {d.any_of('queue', name, sorted(queues), params)} "
+        f"AND available_at <= {d.now(params)} AND flow_limit > {busy(d, 'durable_run', params)}"
+    )
+
+
+def left_behind(
+    d: Dialect,
+    params: dict[str, Any],
+    queues: Sequence[str],
+    workflows: Sequence[str] | None,
+    claimed: str,
+) -> str:
+    """Return SQL that is true when ready keyed runs with room remain for a later claim
+    (PostgreSQL): ready runs of ``queues`` (and ``workflows``) under a per-key limit whose
+    key has room, other than those the CTE ``claimed`` took. A claim that leaves them
+    (it held none of their keys) says so, and its claimer looks for them with the next
+    claim (``ready_keys``), so that an unkeyed claim costs no look of its own."""
+    known = ""
+    if workflows is not None:
+        known = f" AND {d.any_of('workflow_name', 'kwf', sorted(workflows), params)}"
+    return (
+        f"EXISTS (SELECT 1 FROM durable_run WHERE {_ready(d, queues, params, 'kq')}{known} "
+        f"AND id NOT IN (SELECT id FROM {claimed}))"
+    )
+
+
 def ready_keys(
     d: Dialect, *, queues: Sequence[str], workflows: Sequence[str] | None, limit: int
 ) -> list[tuple[str, str]]:
@@ -88,9 +118,7 @@ def ready_keys(
     """
     probe: dict[str, Any] = {"probe": limit * PROBE_FACTOR}
     sql = (
-        "SELECT workflow_name, flow_key FROM durable_run WHERE status = 'pending' "
-        f"AND flow_limit IS NOT NULL AND {d.any_of('queue', 'q', sorted(queues), probe)} "
-        f"AND available_at <= {d.now(probe)} AND flow_limit > {busy(d, 'durable_run', probe)} "
+        f"SELECT workflow_name, flow_key FROM durable_run WHERE {_ready(d, queues, probe)} "
         "ORDER BY priority DESC, available_at, id LIMIT %(probe)s"
     )
     if workflows is not None:

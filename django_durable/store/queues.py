@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import OperationalError, transaction
@@ -32,6 +32,7 @@ def claim_limited(
     exclude: Iterable[uuid.UUID],
     workflows: Sequence[str] | None = None,
     probe_keys: bool = True,
+    keys_left: Callable[[], None] | None = None,
     alias: str,
 ) -> list[Claim]:
     """Claim up to ``limit`` runs of a limited queue without exceeding its limits (only of
@@ -56,6 +57,7 @@ def claim_limited(
                 exclude=exclude,
                 workflows=workflows,
                 probe_keys=probe_keys,
+                keys_left=keys_left,
                 alias=alias,
             )
     except OperationalError as exc:

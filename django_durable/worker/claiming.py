@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from threading import local
 
 from django.db import close_old_connections, connections
@@ -27,12 +27,14 @@ def claim_ready(
     exclude: Iterable[uuid.UUID],
     workflows: Sequence[str] | None = None,
     probe_keys: bool = True,
+    keys_left: Callable[[], None] | None = None,
     alias: str,
 ) -> list[Claim]:
     """Claim up to ``limit`` ready runs of ``queues``; never those in ``exclude``, and only
     runs of ``workflows`` (the names this worker's code registers), if given.
 
-    ``probe_keys=False`` leaves out runs under a per-key limit (see ``store.claims``)."""
+    ``probe_keys=False`` leaves out runs under a per-key limit, and ``keys_left`` is told
+    when such runs were left ready (see ``store.claims``)."""
     exclude = list(exclude)
     limited = {name: limits for name in queues if (limits := queue_limits(name)) is not None}
     free = [name for name in queues if name not in limited]
@@ -46,6 +48,7 @@ def claim_ready(
             exclude=exclude,
             workflows=workflows,
             probe_keys=probe_keys,
+            keys_left=keys_left,
             alias=alias,
         )
     for name, limits in limited.items():
@@ -60,6 +63,7 @@ def claim_ready(
             exclude=exclude,
             workflows=workflows,
             probe_keys=probe_keys,
+            keys_left=keys_left,
             alias=alias,
         )
     return claims

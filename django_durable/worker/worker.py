@@ -27,7 +27,6 @@ from ..core import clock, logfields, telemetry
 from ..core.conf import get_settings, queue_limits
 from ..core.durations import to_seconds
 from ..declarations.registry import registered_workflows
-from ..declarations.workflows import Workflow
 from ..engine import execution
 from ..engine.execution import Outcome
 from ..exceptions import Cancelled, LeaseLost, SuspendRun
@@ -119,7 +118,9 @@ class Worker:
         self._draining = threading.Event()
         self._forced = threading.Event()
         self._next_maintenance = 0.0
-        self._next_key_probe = 0.0  # see _probe_keys
+        # The last claim left ready runs under a per-key limit: the next one looks for
+        # them first (see _probe_keys). True at start: nothing is known yet.
+        self._keys_left = True
         # The last claim filled every free slot: more may be ready, claim when one frees.
         self._saturated = False
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
@@ -177,7 +178,8 @@ class Worker:
             lease_seconds=self.lease_seconds,
             exclude=exclude,
             workflows=sorted(workflows),  # the others wait for a worker that knows them
-            probe_keys=self._probe_keys(workflows),
+            probe_keys=self._probe_keys(),
+            keys_left=self._saw_keys_left,
             alias=self.alias,
         )
         with self._lock:
@@ -191,21 +193,19 @@ class Worker:
             announce.runs_started(claims, worker_id=self.id, alias=self.alias)
         return claims
 
-    def _probe_keys(self, workflows: dict[str, Workflow[Any, Any]]) -> bool:
-        """Whether this claim looks for ready runs under a per-key limit (``store.flow``).
+    def _probe_keys(self) -> bool:
+        """Whether this claim first looks for ready runs under a per-key limit (``store.flow``).
 
-        Always when a workflow this worker knows declares ``concurrency_key=`` or
-        ``singleton_key=``. Otherwise once a poll interval: the look costs a round trip per
-        claim, and such runs can only be left by an earlier version of the code (or forked
-        from one), which are then claimed up to a poll interval later.
+        Only when the previous claim said it left some (``_saw_keys_left``), or at the first
+        claim: the look costs a round trip per claim, and most claims find none. A keyed
+        run is then claimed one claim later than the plain runs beside it, never left: each
+        claim that leaves keyed runs ready makes the next one look.
         """
-        if any(workflow.flow is not None for workflow in workflows.values()):
-            return True
-        now = clock.monotonic()
-        if now < self._next_key_probe:
-            return False
-        self._next_key_probe = now + self.poll_interval
-        return True
+        probe, self._keys_left = self._keys_left, False
+        return probe
+
+    def _saw_keys_left(self) -> None:
+        self._keys_left = True
 
     def process(self, claim: Claim) -> Outcome | None:
         """Execute a claimed run and store its outcome; never raises."""

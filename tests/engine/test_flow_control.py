@@ -156,7 +156,8 @@ def test_a_key_another_claimer_holds_is_left_to_it():
 # The claim stays one statement
 
 
-def statements_of_a_claim(monkeypatch, worker: Worker | None = None) -> list[str]:
+def counting_statements(monkeypatch) -> list[str]:
+    """Return the list every statement of a claim is appended to, from now on."""
     seen: list[str] = []
     real = claims_module.execute
 
@@ -166,28 +167,78 @@ def statements_of_a_claim(monkeypatch, worker: Worker | None = None) -> list[str
 
     monkeypatch.setattr(claims_module, "execute", counting)
     monkeypatch.setattr("django_durable.store.flow.execute", counting)
+    return seen
+
+
+def statements_of_a_claim(monkeypatch, worker: Worker | None = None) -> list[str]:
+    seen = counting_statements(monkeypatch)
     (worker or Worker(concurrency=4)).claim(4)
     return seen
 
 
-def test_a_plain_claim_is_one_statement_and_a_probe(monkeypatch):
+def claiming(sql: str) -> bool:
+    return "UPDATE durable_run SET status = 'running'" in sql
+
+
+def test_a_first_claim_looks_for_keyed_runs_and_the_next_plain_one_does_not(monkeypatch):
+    worker = Worker(concurrency=4)  # its workflows include keyed ones
+    seen = counting_statements(monkeypatch)
     wf.add.start(1, 1)
-    seen = statements_of_a_claim(monkeypatch)
-    updates = [sql for sql in seen if "UPDATE durable_run SET status = 'running'" in sql]
-    assert len(updates) == 1
+    assert len(worker.claim(4)) == 1
     # PostgreSQL first looks for ready runs under a key limit (none: no locks, no transaction).
-    assert len(seen) == (2 if ON_POSTGRES else 1), seen
+    assert len(seen) == (2 if ON_POSTGRES else 1) and claiming(seen[-1]), seen
+    seen.clear()
+    wf.add.start(2, 2)
+    assert len(worker.claim(4)) == 1
+    assert len(seen) == 1 and claiming(seen[0]), seen  # the claim said no keyed run was left
 
 
 def test_a_keyed_claim_locks_its_keys_then_claims_in_one_statement(monkeypatch):
     fw.flow_one.start("k")
     seen = statements_of_a_claim(monkeypatch)
-    updates = [sql for sql in seen if "UPDATE durable_run SET status = 'running'" in sql]
+    updates = [sql for sql in seen if claiming(sql)]
     assert len(updates) == 1
     if ON_POSTGRES:
         assert len(seen) == 3 and "pg_try_advisory_xact_lock" in seen[1]
     else:
         assert len(seen) == 1
+
+
+def test_a_keyed_run_left_by_a_plain_claim_is_taken_by_the_next_claim(monkeypatch):
+    worker = Worker(concurrency=1)
+    assert worker.claim(1) == []  # the first claim's look: nothing yet
+    keyed = fw.flow_one.start("acme")
+    plain = [wf.add.start(n, n) for n in range(3)]
+    seen = counting_statements(monkeypatch)
+    first = worker.claim(1)
+    if not ON_POSTGRES:  # no key locks there, so no look first: the oldest run comes first
+        assert [str(claim.run_id) for claim in first] == [keyed.id]
+        return
+    # The plain claim holds no key: it takes the oldest plain run and says a keyed run is
+    # ready; the next claim looks for it first, and takes it (the oldest) under its lock.
+    assert [str(claim.run_id) for claim in first] == [plain[0].id]
+    assert len(seen) == 1
+    seen.clear()
+    assert [str(claim.run_id) for claim in worker.claim(1)] == [keyed.id]
+    assert len(seen) == 3 and "pg_try_advisory_xact_lock" in seen[1], seen
+    seen.clear()
+    # Now none is left: plain claims are one statement again.
+    assert [str(claim.run_id) for claim in worker.claim(1)] == [plain[1].id]
+    assert len(seen) == 1, seen
+
+
+def test_a_keyed_run_whose_key_is_full_costs_plain_claims_no_look(monkeypatch):
+    worker = Worker(concurrency=4)
+    fw.flow_one.start("acme")
+    [taken] = worker.claim(4)  # the first claim looks, and takes acme's only slot
+    fw.flow_one.start("acme")  # ready, but its key is full while the first one runs
+    seen = counting_statements(monkeypatch)
+    for n in range(2):
+        wf.add.start(n, n)
+        [claim] = worker.claim(4)
+        assert claim.workflow_name == "tests.add" and claim.run_id != taken.run_id
+        assert len(seen) == 1, seen  # the full key's run is not reported as left
+        seen.clear()
 
 
 def registry_without_keys(monkeypatch) -> None:
@@ -202,13 +253,12 @@ def test_a_worker_whose_workflows_declare_no_key_claims_in_one_statement(monkeyp
     assert worker.claim(4) == []  # the first claim looks for keyed runs all the same
     wf.add.start(1, 1)
     seen = statements_of_a_claim(monkeypatch, worker)
-    assert len(seen) == 1 and "UPDATE durable_run SET status = 'running'" in seen[0], seen
+    assert len(seen) == 1 and claiming(seen[0]), seen
 
 
-@time_machine()
-def test_a_keyed_run_left_by_earlier_code_is_claimed_within_a_poll_interval(monkeypatch):
+def test_a_keyed_run_left_by_earlier_code_is_claimed_by_the_next_claim(monkeypatch):
     registry_without_keys(monkeypatch)
-    worker = Worker(concurrency=4, poll_interval=5)
+    worker = Worker(concurrency=4)
     assert worker.claim(4) == []
     # A run of tests.add as an earlier version of the code, which declared a key, started it.
     left = wf.add.start(1, 1)
@@ -217,9 +267,8 @@ def test_a_keyed_run_left_by_earlier_code_is_claimed_within_a_poll_interval(monk
     if not ON_POSTGRES:  # no key locks there, so no look first: a claim takes both
         assert sorted(str(claim.run_id) for claim in worker.claim(4)) == sorted([left.id, plain.id])
         return
-    # PostgreSQL: until the next look for keyed runs, a poll interval after the last one.
+    # PostgreSQL: the plain claim leaves it, and says so; the next claim looks and takes it.
     assert [str(claim.run_id) for claim in worker.claim(4)] == [plain.id]
-    durable.testing.skip(5)
     [claim] = worker.claim(4)
     assert str(claim.run_id) == left.id
     assert Run.objects.get(pk=left.id).status == RunStatus.RUNNING
