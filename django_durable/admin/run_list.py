@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from .. import display
+from ..core import clock
 from ..core.conf import get_settings
 from ..declarations.registry import registered_workflows
 from ..models import Run, RunStatus
@@ -73,11 +74,15 @@ class RunChangeList(HistoryChangeList):
             if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
                 parts = {name: getattr(run, f"_error_{name}") for name in ERROR_PARTS_NAMES}
                 run.__dict__["error"] = {k: v for k, v in parts.items() if v is not None}
+        # The database's time, once for the page: how long the unfinished runs have run.
+        unfinished = any(run.started_at and not run.finished_at for run in runs)
+        now = clock.database_now(runs[0]._state.db) if unfinished else None
         progress = display.progress_by_run(run.pk for run in runs)
         summaries = display.summarize_many(runs)
         for run in runs:
             run.__dict__["_durable_progress"] = progress.get(run.pk)
             run.__dict__["_durable_summary"] = summaries[run.pk]
+            run.__dict__["_durable_now"] = now
 
 
 def page_progress(run: Run) -> display.Progress | None:

@@ -148,7 +148,7 @@ class RunAdmin(RunPagePanels, HistoryAdmin):
 
     @admin.display(description=_("duration"))
     def duration(self, run: Run) -> str:
-        seconds = display.run_seconds(run)
+        seconds = display.run_seconds(run, run.__dict__.get("_durable_now"))  # see get_results
         return (
             self.get_empty_value_display() if seconds is None else display.format_duration(seconds)
         )

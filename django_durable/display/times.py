@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from ..core.clock import database_now
 from ..models import Run, WorkerProcess
 from ..models.workers import alive_since as _alive_since
 
@@ -28,11 +29,14 @@ def format_duration(seconds: float) -> str:
     return f"{days}d {hours:02d}h"
 
 
-def run_seconds(run: Run) -> float | None:
-    """Return the seconds from a run's first claim to its end (or until now if not finished)."""
+def run_seconds(run: Run, now: datetime | None = None) -> float | None:
+    """Return the seconds from a run's first claim to its end, or to ``now`` if it has not
+    ended: the database's time, read here if not given (its ``started_at`` is the
+    database's too, and a web host's clock may be minutes off)."""
     if run.started_at is None:
         return None
-    return ((run.finished_at or timezone.now()) - run.started_at).total_seconds()
+    end = run.finished_at or now or database_now(run._state.db)
+    return (end - run.started_at).total_seconds()
 
 
 def alive_since() -> datetime:

@@ -67,11 +67,12 @@ class Schedule(models.Model):
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not update_fields:
             return  # nothing to save, as in Model.save()
-        self.updated_at = timezone.now()
         using = kwargs.get("using") or router.db_for_write(Schedule, instance=self)
+        # The database's time, as the workers' rounds write it: a web host's clock may be off.
+        now = clock.database_now(using)
+        self.updated_at = now
         if self._timing_changed(using):
-            # The database's time: a web host whose clock is off would owe or skip ticks.
-            now = clock.database_now(using)
+            # A web host whose clock is off would owe or skip ticks.
             self.next_tick_at = next_tick(self.cron, self.time_zone, now)
             update_fields = update_fields and [*update_fields, "next_tick_at"]
         if update_fields is not None:

@@ -346,3 +346,50 @@ def test_a_web_host_judges_workers_alive_by_the_database_clock(monkeypatch, offs
         reverse("admin:django_durable_workerprocess_changelist"), {"alive": "yes"}
     )
     assert [worker.id for worker in filtered.context["cl"].result_list] == ["live"]
+
+
+@ONLY_ON_POSTGRES
+@pytest.mark.parametrize("offset", [AHEAD, BEHIND], ids=["ahead", "behind"])
+def test_a_web_host_tells_how_long_a_run_has_run_by_the_database_clock(
+    monkeypatch, offset, admin_client
+):
+    from django.core.management import call_command
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from django_durable import display
+
+    handle = wf.add.start(1, 2)
+    # Claimed by a worker ten seconds ago, by the database's clock, and still running.
+    Run.objects.filter(pk=handle.id).update(
+        status=RunStatus.RUNNING, started_at=db_now() - timedelta(seconds=10)
+    )
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)  # the web host's
+    run = Run.objects.get(pk=handle.id)
+    # Off by the skew, it would say 5 min 10 s, or nothing at all (a negative time).
+    seconds = display.run_seconds(run)
+    assert seconds is not None and 10 <= seconds < 60, seconds
+    out = io.StringIO()
+    call_command("durable", "runs", "show", handle.id, "--json", stdout=out)
+    assert 10 <= json.loads(out.getvalue())["duration_seconds"] < 60
+    page = admin_client.get(reverse("admin:django_durable_run_changelist"))
+    [listed] = page.context["cl"].result_list
+    shown = page.context["cl"].model_admin.duration(listed)
+    assert page.status_code == 200 and re.fullmatch(r"[1-5]\d\.\ds", shown), shown
+
+
+@ONLY_ON_POSTGRES
+@pytest.mark.parametrize("offset", [AHEAD, BEHIND], ids=["ahead", "behind"])
+def test_a_schedule_saved_on_a_web_host_is_stamped_by_the_database_clock(monkeypatch, offset):
+    from django.utils import timezone
+
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset)  # the admin's host
+    before = db_now()
+    schedule = Schedule(name="stamped", workflow_name="tests.add", cron="* * * * *")
+    schedule.save()
+    schedule.enabled = False
+    schedule.save(update_fields=["enabled"])
+    stamped = Schedule.objects.get(pk=schedule.pk).updated_at
+    assert before <= stamped <= db_now(), (before, stamped)
