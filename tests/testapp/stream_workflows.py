@@ -26,7 +26,7 @@ def batch_sleep_batch(ctx: durable.Context, size: int) -> dict:
     """A batch, an empty batch, a sleep (the run suspends), a batch: the first two replay."""
     before = ctx.write_stream_many("out", range(size))
     empty = ctx.write_stream_many("out", [])
-    ctx.sleep(0.01)
+    ctx.sleep(1)  # long enough to be waiting when the run suspends, on a loaded machine
     after = ctx.write_stream_many("out", (size + i for i in range(size)))
     ctx.close_stream("out")
     return {"before": list(before), "empty": [empty.start, empty.stop], "after": list(after)}
@@ -37,7 +37,7 @@ async def async_batches(ctx: durable.AsyncContext, size: int) -> dict:
     """The async twin of ``batch_sleep_batch``."""
     before = await ctx.write_stream_many("out", [f"a{i}" for i in range(size)])
     empty = await ctx.write_stream_many("out", ())
-    await ctx.sleep(0.01)
+    await ctx.sleep(1)  # long enough to be waiting when the run suspends, on a loaded machine
     after = await ctx.write_stream_many("out", [f"b{i}" for i in range(size)])
     await ctx.close_stream("out")
     return {"before": list(before), "empty": [empty.start, empty.stop], "after": list(after)}
@@ -90,6 +90,6 @@ def slow_batches(ctx: durable.Context, count: int, size: int, pause: float) -> l
         offsets = ctx.write_stream_many("out", range(index * size, (index + 1) * size))
         written.append([offsets.start, offsets.stop])
         if index % 2:
-            ctx.sleep(0.01)
+            ctx.sleep(1)  # long enough to be waiting when the run suspends, on a loaded machine
     ctx.close_stream("out")
     return written
