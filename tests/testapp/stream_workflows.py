@@ -90,6 +90,6 @@ def slow_batches(ctx: durable.Context, count: int, size: int, pause: float) -> l
         offsets = ctx.write_stream_many("out", range(index * size, (index + 1) * size))
         written.append([offsets.start, offsets.stop])
         if index % 2:
-            ctx.sleep(1)  # long enough to be waiting when the run suspends, on a loaded machine
+            ctx.sleep(0.01)
     ctx.close_stream("out")
     return written
