@@ -16,6 +16,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 def test_sigusr2_prints_every_threads_stack_and_the_worker_goes_on(worker_processes):
     proc = worker_processes.start("--poll-interval", "0.1")
     wait_for(lambda: WorkerProcess.objects.filter(pid=proc.pid).exists(), 60, "registered")
+    # Registered is not yet looping: the worker syncs the code's schedules first. It logs
+    # "serving" just before its loop, so the dump is taken once that line is out.
+    wait_for(lambda: " serving " in worker_processes.logs(), 60, "the worker's loop")
     proc.send_signal(signal.SIGUSR2)
     logs = wait_for(
         lambda: "most recent call first" in (text := worker_processes.logs()) and text,
