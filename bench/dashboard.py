@@ -12,10 +12,15 @@ workers. Then:
   ``--renders`` times after a warm-up: median, p95, and the number of queries one page
   makes; the workflows of the runs are registered, as on a site that runs them;
 - ``EXPLAIN (ANALYZE, BUFFERS)`` of every query the page made on the durable tables, and
-  whether any of them scans ``durable_run`` sequentially.
+  how many rows of ``durable_run`` each sequential scan in them read.
 
-The targets (issues 15 and 19): each page under 200 ms (p95), with no sequential scan of
-``durable_run``.
+The targets (issues 15 and 19): each page under 200 ms (p95), and no query that reads more
+of ``durable_run`` as the table grows. A sequential scan under a ``LIMIT`` (the run list
+counts at most 10,001 runs) stops once it has its rows: harmless when the rows it wants are
+many, a whole-table read when they are few. So a scan is judged by the rows it read
+(returned, plus removed by its filter, in every loop): more than ``SCAN_BUDGET`` (twice the
+count's bound) is a miss, whatever the time. The searches for one run's id and for a rare
+workflow's name are the pages where a bounded scan would turn into a whole-table one.
 
     python -m bench.dashboard --dsn postgresql://postgres@127.0.0.1:5432/bench_dashboard
 
@@ -50,8 +55,17 @@ PAGES = {
     "runs": ("The run list as it opens", LIST),
     "runs_failed": ("The run list, failed runs only", f"{LIST}?status__exact=failed"),
     "runs_search": ("The run list, searched by a workflow's name", f"{LIST}?q=billing"),
+    "runs_search_rare": (
+        "The run list, searched by a rare workflow's name (1 run in 16)",
+        f"{LIST}?q=crm",
+    ),
+    # The id of one run of the load, whole, as an operator pastes it (see searched_id).
+    "runs_search_id": ("The run list, searched by a run's id", f"{LIST}?q={{run_id}}"),
 }
 TARGET_MS = 200.0
+# The rows of durable_run one sequential scan may read: twice the run list's count bound
+# (EstimatedPaginator.EXACT_UP_TO + 1), the most a bounded count of a common filter reads.
+SCAN_BUDGET = 2 * 10_001
 CHUNK = 100_000
 WORKERS = 4
 
@@ -234,23 +248,51 @@ def page_queries(browser: Any, url: str) -> list[str]:
 
 
 def explain(query: str) -> dict[str, Any]:
-    """EXPLAIN (ANALYZE, BUFFERS) one query; name the indexes it uses and its time."""
+    """EXPLAIN (ANALYZE, BUFFERS) one query; name the indexes it uses, its time, and the
+    rows of durable_run its sequential scans read."""
     plan = "\n".join(row[0] for row in sql(f"EXPLAIN (ANALYZE, BUFFERS) {query}"))
     indexes = sorted(set(re.findall(r" using (\S+)", plan)))
     executed = [line for line in plan.splitlines() if line.startswith("Execution Time")]
+    [(document,)] = sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}")
+    document = json.loads(document) if isinstance(document, str) else document
+    scanned = seq_scan_rows(document[0]["Plan"], "durable_run")
     return {
         "sql": " ".join(query.split()),
         "plan": plan,
         "indexes": indexes,
-        "seq_scan_of_durable_run": "Seq Scan on durable_run" in plan,
+        "seq_scan_of_durable_run": scanned is not None,
+        "seq_scan_rows": scanned,
         "execution_ms": float(executed[0].split()[2]) if executed else None,
     }
+
+
+def seq_scan_rows(node: dict[str, Any], table: str) -> int | None:
+    """Return how many rows the sequential scans of ``table`` in a JSON plan read (rows
+    returned and rows their filter removed, in every loop), or None if there are none."""
+    total = None
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == table:
+        per_loop = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
+        # A parallel scan's figures are per process; its loops count the processes.
+        total = round(per_loop * node.get("Actual Loops", 1))
+    for child in node.get("Plans", []):
+        rows = seq_scan_rows(child, table)
+        if rows is not None:
+            total = (total or 0) + rows
+    return total
+
+
+def searched_id() -> str:
+    """Return the id a search looks for: a run from the middle of the last hour's."""
+    [(run_id,)] = sql("SELECT id FROM durable_run ORDER BY created_at DESC OFFSET 100 LIMIT 1")
+    return str(run_id)
 
 
 def phase(browser: Any, renders: int, warmup: int) -> dict[str, dict[str, Any]]:
     """Time each page (see ``page``)."""
     results = {}
-    for name, (_, url) in PAGES.items():
+    run_id = searched_id()
+    for name, (_, address) in PAGES.items():
+        url = address.format(run_id=run_id)
         log(f"  {name}: {url}")
         results[name] = page(browser, url, renders, warmup)
     return results
@@ -300,18 +342,21 @@ def target(rows: int, phases: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
     for name, pages in phases.items():
         for page_name, result in pages.items():
             times = result["page"]
-            scans = [p["sql"][:80] for p in result["plans"] if p["seq_scan_of_durable_run"]]
-            holds = holds and times["p95_ms"] < TARGET_MS and not scans
+            scans = [p["seq_scan_rows"] for p in result["plans"] if p["seq_scan_of_durable_run"]]
+            over = [read for read in scans if read > SCAN_BUDGET]
+            holds = holds and times["p95_ms"] < TARGET_MS and not over
             details.append(
                 f"{page_name} {name}: median {times['median_ms']} ms, p95 {times['p95_ms']} ms"
-                + (f", Seq Scan of durable_run in {scans}" if scans else "")
+                + (f", a Seq Scan of durable_run read {max(scans):,} rows" if scans else "")
+                + (" (over the budget)" if over else "")
             )
     return {
         "name": (
-            f"the admin dashboard and run list under {TARGET_MS:.0f} ms (p95) with {rows:,} runs"
+            f"the admin dashboard and run list under {TARGET_MS:.0f} ms (p95) with {rows:,} runs, "
+            f"no sequential scan reading more than {SCAN_BUDGET:,} rows of durable_run"
         ),
         "holds": holds,
-        "detail": "; ".join(details) + "; no Seq Scan of durable_run" * holds,
+        "detail": "; ".join(details),
     }
 
 
