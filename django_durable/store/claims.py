@@ -7,6 +7,7 @@ claims use ``FOR UPDATE SKIP LOCKED`` and times come from the database's ``now()
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -378,32 +379,74 @@ def recover_expired_runs(
     ]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Renewal:
+    """What one renewal of a worker's leases found.
+
+    ``held``: the runs whose lease was renewed, each with the reason it was asked to cancel
+    (``None`` if it was not). ``busy``: runs still this worker's that another transaction
+    had locked (PostgreSQL), left for the next beat: neither renewed nor lost. Every other
+    run asked about is no longer this worker's.
+    """
+
+    held: dict[uuid.UUID, str | None]
+    busy: frozenset[uuid.UUID] = frozenset()
+
+
 def extend_leases(
     worker_id: str,
     run_ids: Sequence[uuid.UUID],
     lease_seconds: float,
     *,
     alias: str | None = None,
-) -> dict[uuid.UUID, str | None]:
-    """Extend the leases this worker still holds.
+) -> Renewal:
+    """Extend the leases this worker still holds (the heartbeat: how a cancellation reaches
+    a run when no NOTIFY does).
 
-    Returns the ids it still holds, each with the reason it was asked to cancel (``None``
-    if it was not): the heartbeat is how a cancellation reaches a run when no NOTIFY does.
+    On PostgreSQL the rows another transaction has locked are skipped, not waited for: a
+    web request that sent a run a message inside its own long transaction holds that row
+    until it commits, and one renewal statement that waited for it would let the leases of
+    every other run of this worker run out. A skipped run is ``busy``; if its lock outlasts
+    its lease, the run is recovered as any run whose lease ran out.
     """
     if not run_ids:
-        return {}
+        return Renewal({})
     d = dialect(alias)
     params: dict[str, Any] = {"worker": worker_id}
     ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
+    mine = f"claimed_by = %(worker)s AND status = 'running' AND id IN ({ids})"
+    renew = f"lease_expires_at = {d.later(lease_seconds, params)}"
+    if not d.pg:
+        sql = (
+            f"UPDATE durable_run SET {renew} WHERE {mine} "
+            "RETURNING id, cancel_requested_at, cancel_reason"
+        )
+        rows = execute(d, sql, params).rows
+        return Renewal({d.read_uuid(row[0]): _reason(row[1], row[2]) for row in rows})
+    # ``seen`` reads the statement's snapshot, ``free`` locks what no one else holds: a row
+    # seen as this worker's but not renewed is locked by another transaction (or changed
+    # by one that just committed: the next beat sees which).
     sql = (
-        f"UPDATE durable_run SET lease_expires_at = {d.later(lease_seconds, params)} "
-        f"WHERE claimed_by = %(worker)s AND status = 'running' AND id IN ({ids}) "
-        "RETURNING id, cancel_requested_at, cancel_reason"
+        f"WITH seen AS (SELECT id FROM durable_run WHERE {mine}), "
+        f"free AS (SELECT id FROM durable_run WHERE {mine} FOR NO KEY UPDATE SKIP LOCKED), "
+        f"renewed AS (UPDATE durable_run SET {renew} FROM free WHERE durable_run.id = free.id "
+        "RETURNING durable_run.id, cancel_requested_at, cancel_reason) "
+        "SELECT id, cancel_requested_at, cancel_reason, true FROM renewed UNION ALL "
+        "SELECT id, NULL, NULL, false FROM seen WHERE id NOT IN (SELECT id FROM renewed)"
     )
-    return {
-        d.read_uuid(row[0]): None if row[1] is None else str(row[2] or "")
-        for row in execute(d, sql, params).rows
-    }
+    held: dict[uuid.UUID, str | None] = {}
+    busy = set()
+    for run_id, requested_at, reason, renewed in execute(d, sql, params).rows:
+        if renewed:
+            held[d.read_uuid(run_id)] = _reason(requested_at, reason)
+        else:
+            busy.add(d.read_uuid(run_id))
+    return Renewal(held, frozenset(busy))
+
+
+def _reason(requested_at: Any, reason: Any) -> str | None:
+    """Return why a run was asked to cancel (``None``: it was not)."""
+    return None if requested_at is None else str(reason or "")
 
 
 def release_worker_runs(worker_id: str, *, alias: str | None = None) -> int:

@@ -64,7 +64,7 @@ class Heartbeat:
         began, skipped = time.monotonic(), clock.skipped()
         try:
             run_ids = [entry.claim.run_id for entry in entries]
-            held = extend_leases(self.worker_id, run_ids, self.lease_seconds, alias=self.alias)
+            renewal = extend_leases(self.worker_id, run_ids, self.lease_seconds, alias=self.alias)
             mark_seen(self.worker_id, alias=self.alias)
         except Exception:
             logger.warning("Worker %s could not renew its leases", self.worker_id, exc_info=True)
@@ -74,9 +74,12 @@ class Heartbeat:
             for entry in entries:
                 if self._inflight.get(entry.claim.run_id) is not entry:
                     continue  # finished meanwhile
-                if entry.claim.run_id not in held:
+                run_id = entry.claim.run_id
+                if run_id in renewal.busy:
+                    continue  # locked by another transaction: the next beat renews it
+                if run_id not in renewal.held:
                     entry.lost = True
                     continue
                 entry.renewed(began, skipped, self.lease_seconds)
-                if held[entry.claim.run_id] is not None:
-                    entry.cancel_reason = held[entry.claim.run_id]
+                if renewal.held[run_id] is not None:
+                    entry.cancel_reason = renewal.held[run_id]

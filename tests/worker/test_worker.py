@@ -152,8 +152,9 @@ def test_heartbeat_extends_held_leases_and_spots_lost_ones():
     claims = worker.claim(2)
     Run.objects.filter(pk=second.id).update(claimed_by="someone-else")
     before = Run.objects.get(pk=first.id).lease_expires_at
-    held = store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
-    assert {str(run_id) for run_id in held} == {first.id}
+    renewal = store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
+    assert {str(run_id) for run_id in renewal.held} == {first.id}
+    assert renewal.busy == frozenset()
     assert Run.objects.get(pk=first.id).lease_expires_at > before + dt.timedelta(seconds=60)
 
 
