@@ -32,7 +32,7 @@ from django.utils import timezone
 
 import django_durable as durable
 from django_durable import Worker
-from django_durable.models import Run, RunStatus, Step, StepStatus
+from django_durable.models import Event, Run, RunStatus, Step, StepStatus
 from django_durable.store import channels, claims, trees
 from django_durable.testing import run_all
 from tests.conftest import ON_POSTGRES, wait_for
@@ -201,6 +201,21 @@ def test_an_emitter_blocked_by_the_suspend_wakes_the_run_once_it_waits(monkeypat
     run_all()
     assert handle.result(timeout=1) == "blocked"
     report("race emit-blocked-by-suspend", outcome="woken-by-the-emitter", lost=0)
+
+
+@postgres_only
+def test_emits_of_one_name_wait_for_each_other_so_ids_follow_commit_order(worker, watch):
+    """A run that took event 41 next waits for "newer than 41": a 40 committed after 41
+    would never reach it. So emitters of one name hold its lock alone (not shared): the
+    second emit waits for the first to commit, and takes the larger id."""
+    first = Holder("first emitter", lambda: durable.emit_event("race:two", "first"))
+    first_pid = first.wait_held()  # its event is in, uncommitted, its name locked
+    second = Racer("second emitter", lambda: durable.emit_event("race:two", "second"))
+    watch.blocked(EVENT_LOCK, by=first_pid, racer=second)
+    first.commit()
+    second.join()
+    ids = dict(Event.objects.filter(name="race:two").values_list("data", "id"))
+    assert ids["first"] < ids["second"], ids
 
 
 # --- cancel vs complete ----------------------------------------------------------------------
