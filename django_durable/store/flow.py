@@ -78,13 +78,30 @@ def lock_keys(d: Dialect, params: dict[str, Any], keys: Sequence[tuple[str, str]
     params["held_k"] = [str(row[1]) for row in rows]
 
 
-def _ready(d: Dialect, queues: Sequence[str], params: dict[str, Any], name: str = "q") -> str:
-    """Return the condition of a ready keyed run of ``queues`` whose key has room."""
+def _waiting_keyed(d: Dialect, queues: Sequence[str], params: dict[str, Any], name: str) -> str:
+    """Return the condition of a ready run of ``queues`` under a per-key limit (its key's
+    room not tested)."""
+    # An IN list, as in the claim: one queue is then ``queue = $1``, and the index of ready
+    # keyed runs gives them in claim order (``= ANY(array)`` would read them all to sort).
     return (
         "status = 'pending' AND flow_limit IS NOT NULL "
-        f"AND {d.any_of('queue', name, sorted(queues), params)} "
-        f"AND available_at <= {d.now(params)} AND flow_limit > {busy(d, 'durable_run', params)}"
+        f"AND queue IN ({d.in_list(name, sorted(queues), params)}) "
+        f"AND available_at <= {d.now(params)}"
     )
+
+
+def _known(d: Dialect, workflows: Sequence[str] | None, params: dict[str, Any], name: str) -> str:
+    """Return `` AND`` the workflow being one of ``workflows`` (nothing if None)."""
+    if workflows is None:
+        return ""
+    return f" AND {d.any_of('workflow_name', name, sorted(workflows), params)}"
+
+
+# How many ready keyed runs a claim reads in claim order looking for keys with room. A
+# hot key (one key, its slots full, thousands of runs queued behind them) fills this head
+# with runs that cannot start: past it, the keys are looked at one by one instead
+# (``_keys_with_room``), so that no claim reads every run queued behind a full key.
+HEAD = 64
 
 
 def left_behind(
@@ -94,41 +111,86 @@ def left_behind(
     workflows: Sequence[str] | None,
     claimed: str,
 ) -> str:
-    """Return SQL that is true when ready keyed runs with room remain for a later claim
-    (PostgreSQL): ready runs of ``queues`` (and ``workflows``) under a per-key limit whose
-    key has room, other than those the CTE ``claimed`` took. A claim that leaves them
+    """Return SQL that is true when ready keyed runs with room may remain for a later
+    claim (PostgreSQL): ready runs of ``queues`` (and ``workflows``) under a per-key limit,
+    other than those the CTE ``claimed`` took, whose key has room. A claim that leaves them
     (it held none of their keys) says so, and its claimer looks for them with the next
-    claim (``ready_keys``), so that an unkeyed claim costs no look of its own."""
-    known = ""
-    if workflows is not None:
-        known = f" AND {d.any_of('workflow_name', 'kwf', sorted(workflows), params)}"
+    claim (``ready_keys``), so that an unkeyed claim costs no look of its own.
+
+    It reads at most ``HEAD`` of them: when that many are ready, it says "maybe" without
+    testing their keys, and the next claim's look goes key by key.
+    """
+    head = (
+        "SELECT workflow_name, flow_key, flow_limit FROM durable_run "
+        f"WHERE {_waiting_keyed(d, queues, params, 'kq')}{_known(d, workflows, params, 'kwf')} "
+        f"AND id NOT IN (SELECT id FROM {claimed}) LIMIT {HEAD}"
+    )
     return (
-        f"EXISTS (SELECT 1 FROM durable_run WHERE {_ready(d, queues, params, 'kq')}{known} "
-        f"AND id NOT IN (SELECT id FROM {claimed}))"
+        f"(EXISTS (SELECT 1 FROM ({head}) AS head WHERE head.flow_limit > "
+        f"{busy(d, 'head', params)}) OR (SELECT count(*) FROM ({head}) AS crowd) >= {HEAD})"
     )
 
 
 def ready_keys(
     d: Dialect, *, queues: Sequence[str], workflows: Sequence[str] | None, limit: int
 ) -> list[tuple[str, str]]:
-    """Return the keys of the first ready keyed runs with room, in claim order (PostgreSQL).
+    """Return the keys of ready keyed runs with room, the first in claim order first
+    (PostgreSQL).
 
-    Read through the partial index of ready keyed runs: when no run has a key, it is
-    empty, and this costs a plain queue one look-up.
+    The first ``HEAD`` ready keyed runs in claim order, through the partial index of ready
+    keyed runs (when no run has a key, it is empty, and this costs a plain queue one
+    look-up). If they were that many and gave fewer keys than wanted, the keys past them
+    are looked at one by one (``_keys_with_room``).
     """
     probe: dict[str, Any] = {"probe": limit * PROBE_FACTOR}
-    sql = (
-        f"SELECT workflow_name, flow_key FROM durable_run WHERE {_ready(d, queues, probe)} "
-        "ORDER BY priority DESC, available_at, id LIMIT %(probe)s"
+    head = (
+        "SELECT workflow_name, flow_key, flow_limit FROM durable_run "
+        f"WHERE {_waiting_keyed(d, queues, probe, 'q')} "
+        f"ORDER BY priority DESC, available_at LIMIT {max(HEAD, limit * PROBE_FACTOR)}"
     )
+    # The workflows outside: inside, the planner may join the index of all runs by workflow.
+    known = "true"
     if workflows is not None:
-        # Outside: inside, the planner may join the index of all runs by workflow.
         known = d.any_of("workflow_name", "wf", sorted(workflows), probe)
-        sql = f"SELECT workflow_name, flow_key FROM ({sql}) AS ready WHERE {known}"
+    sql = (
+        f"SELECT workflow_name, flow_key, {known} AND flow_limit > {busy(d, 'head', probe)} "
+        f"FROM ({head}) AS head"
+    )
     keys: dict[tuple[str, str], None] = {}
-    for row in execute(d, sql, probe).rows:
-        keys[(str(row[0]), str(row[1]))] = None
-    return list(keys)
+    rows = execute(d, sql, probe).rows
+    for workflow_name, key, startable in rows:
+        if startable:
+            keys[(str(workflow_name), str(key))] = None
+    if len(rows) >= HEAD and len(keys) < probe["probe"]:
+        for found in _keys_with_room(d, queues, workflows, probe["probe"]):
+            keys.setdefault(found, None)
+    return list(keys)[: probe["probe"]]
+
+
+def _keys_with_room(
+    d: Dialect, queues: Sequence[str], workflows: Sequence[str] | None, wanted: int
+) -> list[tuple[str, str]]:
+    """Return up to ``wanted`` keys with room and a ready run, key by key (PostgreSQL).
+
+    A skip scan of the index of keyed runs (``durable_run_flow_active``): one descent per
+    key with pending runs, however many runs each has queued, then one look at the key's
+    first ready run and one count of its running runs.
+    """
+    params: dict[str, Any] = {"wanted": wanted}
+    pending = "status = 'pending' AND flow_key IS NOT NULL"
+    first = f"SELECT flow_key, workflow_name FROM durable_run WHERE {pending}"
+    sql = (
+        f"WITH RECURSIVE k AS (({first} ORDER BY flow_key, workflow_name LIMIT 1) UNION ALL "
+        f"SELECT next.flow_key, next.workflow_name FROM k, LATERAL ({first} "
+        "AND (flow_key, workflow_name) > (k.flow_key, k.workflow_name) "
+        "ORDER BY flow_key, workflow_name LIMIT 1) AS next) "
+        "SELECT k.workflow_name, k.flow_key FROM k, LATERAL (SELECT flow_limit FROM durable_run "
+        f"WHERE flow_key = k.flow_key AND workflow_name = k.workflow_name "
+        f"AND {_waiting_keyed(d, queues, params, 'q')} LIMIT 1) AS head "
+        f"WHERE head.flow_limit > {busy(d, 'k', params)}{_known(d, workflows, params, 'wf')} "
+        "LIMIT %(wanted)s"
+    )
+    return [(str(row[0]), str(row[1])) for row in execute(d, sql, params).rows]
 
 
 def lock_start(d: Dialect, workflow_name: str, key: str) -> None:

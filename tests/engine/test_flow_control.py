@@ -241,6 +241,27 @@ def test_a_keyed_run_whose_key_is_full_costs_plain_claims_no_look(monkeypatch):
         seen.clear()
 
 
+def test_a_key_queued_behind_a_long_backlog_of_a_full_key_is_claimed(monkeypatch):
+    """More runs of a full key than a claim reads in claim order (``flow.HEAD``): the
+    claim says keyed runs may be left, and the next one's look goes key by key, past the
+    backlog, to the key behind it."""
+    for _ in range(flow.HEAD + 6):
+        fw.flow_one.start("hot")
+    worker = Worker(concurrency=1)
+    [hot] = worker.claim(1)  # the hot key's one slot
+    plain = wf.add.start(1, 1)
+    # A plain claim: it cannot tell whether a key past the ones it read has room, so it
+    # says keyed runs may be left.
+    assert [str(claim.run_id) for claim in worker.claim(1)] == [plain.id]
+    cold = fw.flow_one.start("cold")  # behind every hot run in claim order
+    seen = counting_statements(monkeypatch)
+    [claim] = worker.claim(1)
+    assert str(claim.run_id) == cold.id and claim.run_id != hot.run_id
+    if ON_POSTGRES:  # the head (hot runs only), then key by key, then the lock and claim
+        assert "WITH RECURSIVE" in seen[1] and "pg_try_advisory_xact_lock" in seen[2], seen
+    assert worker.claim(1) == []  # both keys are full now
+
+
 def registry_without_keys(monkeypatch) -> None:
     """Have workers know only the workflows that declare no key (as in most projects)."""
     plain = {name: w for name, w in registered_workflows().items() if w.flow is None}

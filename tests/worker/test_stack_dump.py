@@ -20,13 +20,17 @@ def test_sigusr2_prints_every_threads_stack_and_the_worker_goes_on(worker_proces
     # "serving" just before its loop, so the dump is taken once that line is out.
     wait_for(lambda: " serving " in worker_processes.logs(), 60, "the worker's loop")
     proc.send_signal(signal.SIGUSR2)
-    logs = wait_for(
-        lambda: "most recent call first" in (text := worker_processes.logs()) and text,
-        30,
-        "the stacks",
-    )
-    # The main thread waits in the worker's loop; the others (heartbeat, runs) are listed too.
-    assert "in _loop" in logs and logs.count("Thread 0x") >= 2, logs
+
+    # The main thread waits in the worker's loop; the others (heartbeat, runs) are listed
+    # too. Waited for, not read once: the log may be read while the dump is being written.
+    def dumped() -> bool:
+        logs = worker_processes.logs()
+        return "in _loop" in logs and logs.count("Thread 0x") >= 2
+
+    try:
+        wait_for(dumped, 30, "every thread's stack, the main thread's in the worker's loop")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{worker_processes.logs()}") from None
     run = wf.add.start(2, 3)
     wait_for(lambda: Run.objects.get(id=run.id).status == RunStatus.COMPLETED, 60, "the run")
     proc.send_signal(signal.SIGTERM)
