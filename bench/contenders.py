@@ -105,6 +105,23 @@ CONTENDERS = (
             "W4": "flow control is measured on W2 only",
         },
     ),
+    Contender(
+        key="durable-hot-key",
+        label="django-durable, beside a hot key",
+        module="bench.systems.durable",
+        variant="hot-key",
+        cases=(("W2", 4),),
+        how={
+            "W2": "as django-durable's W2, beside 10,000 runs of one concurrency key queued"
+            " behind its one slot (held by a run of a worker that is gone, under a lease of"
+            " an hour)"
+        },
+        reasons={
+            "W1": "the hot key is measured on W2 only",
+            "W3": "the hot key is measured on W2 only",
+            "W4": "the hot key is measured on W2 only",
+        },
+    ),
     *(
         Contender(
             key=f"durable-p{processes}",

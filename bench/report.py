@@ -215,6 +215,17 @@ def targets(summary: dict) -> list[dict]:
             f"{ours:.1f} ms vs {theirs:.1f} ms" if ratio else "",
             target=peer != "absurd",
         )
+    plain = _median(summary, "W2/c4", "durable", "runs_per_s")
+    hot = _median(summary, "W2/c4", "durable-hot-key", "runs_per_s")
+    share = hot / plain if hot and plain else None
+    check(
+        "W2 beside a hot key (10,000 runs queued behind its full slot) >= 80% of W2 alone"
+        " (for reference)",
+        share,
+        0.8,
+        f"{share:.0%} ({hot:,.0f} of {plain:,.0f} runs/s)" if share else "",
+        target=False,
+    )
     batched = _median(summary, "W4/c4", "durable", "batched_written_per_s")
     check(
         "W4 batched >= 10,000 items/s (ctx.write_stream_many, 100 items a call)",

@@ -214,7 +214,7 @@ def test_scaling_not_measured() -> None:
 def test_processes_variants_split_the_concurrency() -> None:
     from bench.systems import durable
 
-    assert [durable.processes_of(v) for v in durable.VARIANTS] == [1, 1, 2, 4]
+    assert [durable.processes_of(v) for v in durable.VARIANTS] == [1, 1, 1, 2, 4]
     assert [durable.per_process(4, p) for p in (1, 2, 4)] == [4, 2, 1]
     with pytest.raises(SystemExit, match="does not split over 3 processes"):
         durable.per_process(4, 3)
@@ -242,7 +242,8 @@ def scratch_dsn() -> Iterator[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("system", "variant"), [("durable", "default"), ("durable", "processes-2"), ("absurd", "")]
+    ("system", "variant"),
+    [("durable", "default"), ("durable", "processes-2"), ("durable", "hot-key"), ("absurd", "")],
 )
 def test_system_module_prints_its_figures_as_json(
     scratch_dsn: str, system: str, variant: str
@@ -277,3 +278,10 @@ def test_system_module_prints_its_figures_as_json(
         with psycopg.connect(scratch_dsn) as conn:
             workers = conn.execute("SELECT concurrency FROM durable_worker").fetchall()
         assert workers == ([(2,), (2,)] if variant == "processes-2" else [(4,)])
+    if variant == "hot-key":  # its backlog stayed queued behind its held slot
+        with psycopg.connect(scratch_dsn) as conn:
+            [(queued,)] = conn.execute(
+                "SELECT count(*) FROM durable_run WHERE workflow_name = 'bench.one_step_keyed' "
+                "AND status = 'pending'"
+            ).fetchall()
+        assert queued == 999

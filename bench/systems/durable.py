@@ -4,6 +4,10 @@ The ``keyed`` variant runs W2 under a concurrency key: the runs of ``KEYS`` cust
 started round-robin, at most one per customer at once (next to the plain queue's W2, the
 cost of flow control in the claim).
 
+The ``hot-key`` variant runs the plain W2 beside a hot key: ``HOT_BACKLOG`` runs of one
+customer queued behind its one slot, which a run of a worker that never comes back holds
+under a lease of an hour (a tenant that queued thousands of jobs; the cost of passing them).
+
 The ``processes-P`` variants run the worker as ``run_workflow_worker --processes P
 --concurrency N/P``: ``--concurrency`` is per process, so the total stays ``--concurrency``
 (N runs at once) and only the number of processes changes.
@@ -29,9 +33,36 @@ SUPPORTED = {
     " durable.read_stream(follow=True) in the client",
 }
 UNSUPPORTED: dict[str, str] = {}
-VARIANTS = ("default", "keyed", "processes-2", "processes-4")
+VARIANTS = ("default", "keyed", "hot-key", "processes-2", "processes-4")
 # Customers of the keyed W2: runs are started round-robin over them.
 KEYS = 100
+# The runs queued behind the hot key's one slot (the hot-key variant); --quick: a tenth.
+HOT_BACKLOG = 10_000
+
+
+def queue_hot_key(runs: int) -> None:
+    """Queue ``runs`` runs of one customer, and hold the customer's one slot with the
+    first of them: running, under a lease of an hour, by a worker that is not there."""
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    import django_durable as durable
+    from django_durable.models import Run, RunStatus
+
+    with transaction.atomic():
+        handles = [
+            durable.start("bench.one_step_keyed", kwargs={"customer": -1}) for _ in range(runs)
+        ]
+    now = timezone.now()
+    Run.objects.filter(pk=handles[0].id).update(
+        status=RunStatus.RUNNING,
+        claimed_by="bench:gone",
+        lease_token=1,
+        lease_expires_at=now + timedelta(hours=1),
+        started_at=now,
+    )
 
 
 def setup(dsn: str) -> None:
@@ -102,15 +133,20 @@ def throughput(
     *,
     keys: int = 0,
     processes: int = 1,
+    hot_backlog: int = 0,
 ):
     """Time ``runs`` runs of ``workflow`` on ``processes`` worker processes, ``concurrency``
-    runs at once in all; with ``keys``, each run's ``customer`` is its index modulo ``keys``."""
+    runs at once in all; with ``keys``, each run's ``customer`` is its index modulo ``keys``;
+    with ``hot_backlog``, beside that many runs queued behind a full key."""
     from django.db import transaction
     from django.db.models import Max
 
     import django_durable as durable
     from django_durable.models import Run
 
+    if hot_backlog:
+        queue_hot_key(hot_backlog)
+    measured = Run.objects.filter(workflow_name=workflow)
     worker = start_worker(dsn, concurrency, processes=processes)
     try:
         began = time.perf_counter()
@@ -121,17 +157,19 @@ def throughput(
         enqueue_seconds = time.perf_counter() - began
         committed = time.time()
         base.wait_until(
-            lambda: base.check_alive([worker]) and Run.objects.finished().count() >= runs,
+            lambda: base.check_alive([worker]) and measured.finished().count() >= runs,
             timeout=600,
             what="the runs to finish",
         )
     finally:
         base.stop([worker])
     check_no_restart(processes)
-    failed = Run.objects.exclude(status="completed").count()
+    failed = measured.exclude(status="completed").count()
     if failed:
         raise RuntimeError(f"{failed} runs did not complete")
-    last = Run.objects.aggregate(last=Max("finished_at"))["last"].timestamp()
+    if hot_backlog and Run.objects.filter(workflow_name="bench.one_step_keyed").finished().exists():
+        raise RuntimeError("a run of the hot key ran: its slot was not held")
+    last = measured.aggregate(last=Max("finished_at"))["last"].timestamp()
     return base.throughput(
         runs=runs, steps=steps, seconds=last - committed, enqueue_seconds=enqueue_seconds
     )
@@ -226,6 +264,11 @@ def main() -> None:
     elif args.workload == "W2" and args.variant == "keyed":
         result = throughput(
             "bench.one_step_keyed", size.w2_runs, {}, 1, args.concurrency, args.dsn, keys=KEYS
+        )
+    elif args.workload == "W2" and args.variant == "hot-key":
+        backlog = HOT_BACKLOG // 10 if args.quick else HOT_BACKLOG
+        result = throughput(
+            "bench.one_step", size.w2_runs, {}, 1, args.concurrency, args.dsn, hot_backlog=backlog
         )
     elif args.workload == "W2":
         result = throughput(
