@@ -216,6 +216,14 @@ class Run(models.Model):
                 condition=Q(status__in=("pending", "running", "waiting"), flow_key__isnull=False),
                 name="durable_run_flow_active",
             ),
+            # The ready runs under no per-key limit, in claim order: a claim that holds no
+            # key's lock takes only those, and reads none of the runs queued behind a full
+            # key (thousands, when one tenant floods a keyed workflow).
+            models.Index(
+                fields=("queue", "-priority", "available_at"),
+                condition=Q(status="pending", flow_limit__isnull=True),
+                name="durable_run_ready_plain",
+            ),
             # Queue rate limits count the runs a queue started recently.
             models.Index(fields=("queue", "started_at"), name="durable_run_queue_started"),
             # The admin finds a run by the short id its list shows.

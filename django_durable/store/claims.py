@@ -75,10 +75,12 @@ def claim_runs(
     params: dict[str, Any] = {"worker": worker_id, "limit": limit}
     excluded = [d.store_uuid(run_id) for run_id in exclude]
     report = d.pg and keys_left is not None
-    sql = _claim_sql(d, params, queues, excluded, workflows, lease_seconds, report_keys=report)
     keys = []
     if d.pg and probe_keys:
         keys = flow.ready_keys(d, queues=queues, workflows=workflows, limit=limit)
+    sql = _claim_sql(
+        d, params, queues, excluded, workflows, lease_seconds, report_keys=report, keyed=bool(keys)
+    )
     # The database's now() and this process's clock, paired: the engine's clock runs from
     # the claim, not from when a thread gets to the run (under load that is later, and a
     # retry or a sleep measured from then would come early by the difference). SQLite's
@@ -116,6 +118,7 @@ def _claim_sql(
     lease_seconds: float,
     *,
     report_keys: bool = False,
+    keyed: bool = True,
 ) -> str:
     """Return the claim: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, one writer on SQLite.
 
@@ -134,8 +137,13 @@ def _claim_sql(
 
     ``report_keys`` (PostgreSQL) adds a row of NULLs when ready keyed runs with room were
     left (``flow.left_behind``): an index probe in the same round trip.
+
+    Without ``keyed`` (PostgreSQL: the claim holds no key's lock, so it may take no run
+    under a per-key limit) the candidates are the runs under none, read through their own
+    index (``durable_run_ready_plain``): the runs queued behind a full key are not passed.
     """
-    if d.pg:  # SQLite needs no key locks; an unused list would not bind (DEBUG's query log)
+    keyed = keyed or not d.pg  # SQLite needs no key locks: its claim tests every key's room
+    if d.pg and keyed:  # an unused list would not bind (DEBUG's query log)
         params.setdefault("held_w", [])
         params.setdefault("held_k", [])
     cand = (
@@ -148,7 +156,7 @@ def _claim_sql(
         cand += f" AND id NOT IN ({d.in_list('x', excluded, params)})"
     if workflows is not None:
         cand += f" AND {d.any_of('workflow_name', 'wf', sorted(workflows), params)}"
-    cand += f" AND {flow.room(d, params)}"
+    cand += f" AND {flow.room(d, params)}" if keyed else " AND flow_limit IS NULL"
     cand += " ORDER BY priority DESC, available_at LIMIT %(limit)s"
     pick = flow.within_slots(d, params)
     sets = (

@@ -27,8 +27,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 WORKFLOWS = ["tests.add", *(f"tests.other_{n}" for n in range(49))]
 
 
-def claim_statement(monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any]]:
-    """Return the claim statement and parameters of ``claim_runs``, without running it."""
+def claim_statement(
+    monkeypatch: pytest.MonkeyPatch, *, keyed: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Return the claim statement and parameters of ``claim_runs``, without running it.
+
+    With ``keyed``, the claim has found a key with room and holds its lock (PostgreSQL).
+    """
     sent: list[tuple[str, dict[str, Any]]] = []
 
     def catch(d: Any, sql: str, params: dict[str, Any]) -> Result:
@@ -36,6 +41,9 @@ def claim_statement(monkeypatch: pytest.MonkeyPatch) -> tuple[str, dict[str, Any
         return Result([], 0)
 
     monkeypatch.setattr(claims, "execute", catch)
+    if keyed:
+        found = [("tests.flow_one", "acme")]
+        monkeypatch.setattr(claims.flow, "ready_keys", lambda *args, **kwargs: found)
     claims.claim_runs(
         worker_id="worker-1",
         queues=["default"],
@@ -56,7 +64,13 @@ def pg_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from pg_nodes(child)
 
 
-def assert_pg_plan(sql: str, params: dict[str, Any]) -> None:
+def ready_index(keyed: bool) -> str:
+    """The index a claim reads: on PostgreSQL a claim that holds no key's lock reads only
+    the runs under no per-key limit."""
+    return "durable_run_ready" if keyed or not ON_POSTGRES else "durable_run_ready_plain"
+
+
+def assert_pg_plan(sql: str, params: dict[str, Any], index: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         value = cursor.fetchone()[0]
@@ -70,7 +84,7 @@ def assert_pg_plan(sql: str, params: dict[str, Any]) -> None:
         for n in in_cand
         if n["Node Type"] in ("Index Scan", "Index Only Scan")
         and n.get("Relation Name") == "durable_run"
-        and n.get("Index Name") == "durable_run_ready"
+        and n.get("Index Name") == index
     ]
     assert ready, json.dumps(cand, indent=1)
     # The index yields the candidates in the claim's order (priority, then age): nothing
@@ -79,7 +93,7 @@ def assert_pg_plan(sql: str, params: dict[str, Any]) -> None:
     assert not sorts, json.dumps(cand, indent=1)
 
 
-def assert_sqlite_plan(sql: str, params: dict[str, Any]) -> None:
+def assert_sqlite_plan(sql: str, params: dict[str, Any], index: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
         rows = cursor.fetchall()
@@ -98,13 +112,14 @@ def assert_sqlite_plan(sql: str, params: dict[str, Any]) -> None:
         n for n, detail in details.items() if detail in ("CO-ROUTINE cand", "MATERIALIZE cand")
     ]
     in_cand = [details[node] for node in details if under(node, cand)]
-    assert "SEARCH durable_run USING INDEX durable_run_ready (queue=?)" in in_cand, text
+    assert f"SEARCH durable_run USING INDEX {index} (queue=?)" in in_cand, text
     # The index yields the claim's order, ties included: nothing is sorted.
     assert not [d for d in in_cand if "TEMP B-TREE" in d], text
     assert not [d for d in details.values() if d.startswith("SCAN durable_run")], text
 
 
-def test_the_claim_query_uses_the_partial_index_of_ready_runs(monkeypatch):
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+def test_the_claim_query_uses_the_partial_index_of_ready_runs(monkeypatch, keyed):
     now = timezone.now()
     Run.objects.bulk_create(
         Run(workflow_name="tests.add", status=RunStatus.COMPLETED, finished_at=now, input={})
@@ -113,11 +128,11 @@ def test_the_claim_query_uses_the_partial_index_of_ready_runs(monkeypatch):
     Run.objects.bulk_create(Run(workflow_name="tests.add", input={}) for _ in range(5))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE durable_run")
-    sql, params = claim_statement(monkeypatch)
+    sql, params = claim_statement(monkeypatch, keyed=keyed)
     if ON_POSTGRES:
-        assert_pg_plan(sql, params)
+        assert_pg_plan(sql, params, ready_index(keyed))
     else:
-        assert_sqlite_plan(sql, params)
+        assert_sqlite_plan(sql, params, ready_index(keyed))
 
 
 def test_the_claim_reads_runs_woken_together_in_index_order_without_sorting_them(monkeypatch):
@@ -135,6 +150,6 @@ def test_the_claim_reads_runs_woken_together_in_index_order_without_sorting_them
             cursor.execute("ANALYZE durable_run")
     sql, params = claim_statement(monkeypatch)
     if ON_POSTGRES:
-        assert_pg_plan(sql, params)
+        assert_pg_plan(sql, params, ready_index(False))
     else:
-        assert_sqlite_plan(sql, params)
+        assert_sqlite_plan(sql, params, ready_index(False))
