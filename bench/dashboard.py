@@ -251,7 +251,7 @@ def explain(query: str) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) one query; name the indexes it uses, its time, and the
     rows of durable_run its sequential scans read."""
     plan = "\n".join(row[0] for row in sql(f"EXPLAIN (ANALYZE, BUFFERS) {query}"))
-    indexes = sorted(set(re.findall(r" using (\S+)", plan)))
+    indexes = sorted(set(re.findall(r"(?: using | Bitmap Index Scan on )(\S+)", plan)))
     executed = [line for line in plan.splitlines() if line.startswith("Execution Time")]
     [(document,)] = sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}")
     document = json.loads(document) if isinstance(document, str) else document
