@@ -13,11 +13,11 @@ worker's writes, so there is nothing to skip there.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
-from django.db import connections, transaction
 
 import django_durable as durable
 from django_durable import Worker
@@ -25,6 +25,7 @@ from django_durable.models import Run, RunStatus
 from django_durable.store import claims as store_claims
 from django_durable.worker.heartbeat import Heartbeat
 from tests.conftest import ON_POSTGRES, wait_for
+from tests.reliability._races import Holder, Racer
 from tests.testapp import reliability_workflows as rw
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution
@@ -38,50 +39,16 @@ pytestmark = [
 ]
 
 
-def in_thread(call) -> threading.Thread:
-    """Start ``call`` in a thread of its own (its own connection, closed after)."""
-
-    def target() -> None:
-        try:
-            call()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread
-
-
-class HeldRow:
-    """A thread holding ``run_id``'s row locked, as a request that sent it a message inside
-    its transaction does, until ``release()``."""
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self.locked = threading.Event()
-        self._release = threading.Event()
-        self._thread = threading.Thread(target=self._hold, daemon=True)
-
-    def _hold(self) -> None:
-        try:
-            with transaction.atomic():
-                durable.send(self.run_id, "hello", topic="greetings")
-                self.locked.set()
-                self._release.wait(120)
-        finally:
-            connections.close_all()
-
-    def __enter__(self) -> HeldRow:
-        self._thread.start()
-        assert self.locked.wait(30), "the row was never locked"
-        return self
-
-    def release(self) -> None:
-        self._release.set()
-        self._thread.join(30)
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+@contextlib.contextmanager
+def held_row(run_id: str) -> Iterator[None]:
+    """Hold ``run_id``'s row locked, as a request that sent the run a message inside its
+    transaction does, until the block ends (then commit)."""
+    request = Holder("request", lambda: durable.send(run_id, "hello", topic="greetings"))
+    request.wait_held()
+    try:
+        yield
+    finally:
+        request.commit()
 
 
 def test_renewal_skips_a_locked_row_and_renews_the_others():
@@ -90,25 +57,19 @@ def test_renewal_skips_a_locked_row_and_renews_the_others():
     claims = worker.claim(3)
     Run.objects.filter(pk=third.id).update(claimed_by="someone-else")
     before = Run.objects.get(pk=first.id).lease_expires_at
-    result: list[store_claims.Renewal] = []
-    with HeldRow(second.id):
+    run_ids = [claim.run_id for claim in claims]
+    with held_row(second.id):
         # In a thread of its own, so that a renewal that waited for the lock would not hang
         # the test: it would still be waiting when the lock is let go below.
-        renewing = in_thread(
-            lambda: result.append(
-                store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
-            )
-        )
-        renewing.join(30)
-        waited = renewing.is_alive()
-    renewing.join(30)
+        renewing = Racer("renewal", lambda: store_claims.extend_leases(worker.id, run_ids, 120))
+        waited = not renewing.done.wait(30)
+    renewal = renewing.join()
     assert not waited, "the renewal waited for the locked row"
-    [renewal] = result
     assert {str(run_id) for run_id in renewal.held} == {first.id}
     assert {str(run_id) for run_id in renewal.busy} == {second.id}
     assert Run.objects.get(pk=first.id).lease_expires_at > before
     # Once the lock is gone, the next beat renews it; the run taken by another stays lost.
-    after = store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
+    after = store_claims.extend_leases(worker.id, run_ids, 120)
     assert {str(run_id) for run_id in after.held} == {first.id, second.id}
     assert after.busy == frozenset()
 
@@ -122,11 +83,10 @@ def test_the_heartbeat_neither_renews_nor_loses_a_busy_run():
     heartbeat = Heartbeat(
         worker.id, worker._inflight, worker._lock, interval=60, lease_seconds=30, alias="default"
     )
-    with HeldRow(second.id):
-        beating = in_thread(heartbeat.beat)
-        beating.join(30)
-        waited = beating.is_alive()
-    beating.join(30)
+    with held_row(second.id):
+        beating = Racer("heartbeat", heartbeat.beat)
+        waited = not beating.done.wait(30)
+    beating.join()
     assert not waited, "the heartbeat waited for the locked row"
     assert not entries[first.id].lost and entries[first.id].lease_until > until[first.id]
     # Busy: its lease is as it was, and the run goes on.
@@ -155,7 +115,7 @@ def test_a_worker_keeps_its_runs_while_a_request_holds_one_of_their_rows(worker_
 
     wait_for(both_running, 60, f"both runs in their step\n{worker_processes.logs()}")
     renewals = []
-    with HeldRow(second.id):
+    with held_row(second.id):
         held_until = time.monotonic() + 10.0
         while time.monotonic() < held_until:
             renewals.append(Run.objects.get(pk=first.id).lease_expires_at)
