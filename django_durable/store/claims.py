@@ -256,7 +256,7 @@ def _claim(
         parent_id=None if row[7] is None else d.read_uuid(row[7]),
         depth=int(row[8]),
         owner_id=row[9],
-        cancel_reason=None if row[10] is None else str(row[11] or ""),
+        cancel_reason=_reason(row[10], row[11]),
         trace_context=row[12],
         read_at=read_at,
     )
@@ -481,6 +481,4 @@ def cancel_reason(run_id: uuid.UUID, *, alias: str | None = None) -> str | None:
         "SELECT cancel_requested_at, cancel_reason FROM durable_run WHERE id = %(run)s",
         {"run": d.store_uuid(run_id)},
     ).rows
-    if not rows or rows[0][0] is None:
-        return None
-    return str(rows[0][1] or "")
+    return _reason(*rows[0]) if rows else None

@@ -139,14 +139,15 @@ def ready_keys(
 
     The first ``HEAD`` ready keyed runs in claim order, through the partial index of ready
     keyed runs (when no run has a key, it is empty, and this costs a plain queue one
-    look-up). If they were that many and gave fewer keys than wanted, the keys past them
-    are looked at one by one (``_keys_with_room``).
+    look-up); as many as the look wants if that is more. If the head was full and gave
+    fewer keys than wanted, the keys past it are looked at one by one (``_keys_with_room``).
     """
     probe: dict[str, Any] = {"probe": limit * PROBE_FACTOR}
+    head_size = max(HEAD, limit * PROBE_FACTOR)
     head = (
         "SELECT workflow_name, flow_key, flow_limit FROM durable_run "
         f"WHERE {_waiting_keyed(d, queues, probe, 'q')} "
-        f"ORDER BY priority DESC, available_at LIMIT {max(HEAD, limit * PROBE_FACTOR)}"
+        f"ORDER BY priority DESC, available_at LIMIT {head_size}"
     )
     # The workflows outside: inside, the planner may join the index of all runs by workflow.
     known = "true"
@@ -161,7 +162,8 @@ def ready_keys(
     for workflow_name, key, startable in rows:
         if startable:
             keys[(str(workflow_name), str(key))] = None
-    if len(rows) >= HEAD and len(keys) < probe["probe"]:
+    # A head shorter than its limit held every ready keyed run: no key lies past it.
+    if len(rows) >= head_size and len(keys) < probe["probe"]:
         for found in _keys_with_room(d, queues, workflows, probe["probe"]):
             keys.setdefault(found, None)
     return list(keys)[: probe["probe"]]
