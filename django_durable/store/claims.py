@@ -13,14 +13,24 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from ..core import clock
 from ..core.conf import get_settings
 from ..core.statuses import RunStatus
 from . import flow
 from .checkpoints import load_steps_of
-from .dialect import NOW, Dialect, Raw, dialect, execute, notify, notifying
+from .dialect import (
+    LOCK_WAIT_MS,
+    NOW,
+    Dialect,
+    Raw,
+    dialect,
+    execute,
+    lock_not_available,
+    notify,
+    notifying,
+)
 from .records import Claim, Recovered, StepRecord
 
 _JSON_COLUMNS = frozenset({"result", "error", "input"})
@@ -411,11 +421,14 @@ def extend_leases(
     """Extend the leases this worker still holds (the heartbeat: how a cancellation reaches
     a run when no NOTIFY does).
 
-    On PostgreSQL the rows another transaction has locked are skipped, not waited for: a
-    web request that sent a run a message inside its own long transaction holds that row
-    until it commits, and one renewal statement that waited for it would let the leases of
-    every other run of this worker run out. A skipped run is ``busy``; if its lock outlasts
-    its lease, the run is recovered as any run whose lease ran out.
+    On PostgreSQL a row another transaction has locked is waited for ``LOCK_WAIT_MS`` at
+    most, then skipped. A run's own checkpoint locks its row for a moment, many times a
+    second in a busy run, and is waited for: skipping it, the heartbeat could miss the run
+    beat after beat until its lease ran out under a live worker. A web request that sent a
+    run a message inside its own long transaction holds the row until it commits; waiting
+    for it, the renewal would let the leases of every other run of this worker run out. A
+    skipped run is ``busy``; if its lock outlasts its lease, the run is recovered as any
+    run whose lease ran out.
     """
     if not run_ids:
         return Renewal({})
@@ -424,13 +437,27 @@ def extend_leases(
     ids = d.in_list("r", [d.store_uuid(run_id) for run_id in run_ids], params)
     mine = f"claimed_by = %(worker)s AND status = 'running' AND id IN ({ids})"
     renew = f"lease_expires_at = {d.later(lease_seconds, params)}"
+    sql = (
+        f"UPDATE durable_run SET {renew} WHERE {mine} "
+        "RETURNING id, cancel_requested_at, cancel_reason"
+    )
     if not d.pg:
-        sql = (
-            f"UPDATE durable_run SET {renew} WHERE {mine} "
-            "RETURNING id, cancel_requested_at, cancel_reason"
-        )
         rows = execute(d, sql, params).rows
-        return Renewal({d.read_uuid(row[0]): _reason(row[1], row[2]) for row in rows})
+    else:
+        try:
+            with transaction.atomic(using=d.connection.alias):
+                execute(d, f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'", {})
+                rows = execute(d, sql, params).rows
+        except OperationalError as exc:
+            if not lock_not_available(exc):
+                raise
+            return _renew_skipping_locked(d, mine, renew, params)
+    return Renewal({d.read_uuid(row[0]): _reason(row[1], row[2]) for row in rows})
+
+
+def _renew_skipping_locked(d: Dialect, mine: str, renew: str, params: dict[str, Any]) -> Renewal:
+    """Renew the leases of the rows ``mine`` names that no other transaction holds locked;
+    the others are ``busy`` (PostgreSQL)."""
     # ``seen`` reads the statement's snapshot, ``free`` locks what no one else holds: a row
     # seen as this worker's but not renewed is locked by another transaction (or changed
     # by one that just committed: the next beat sees which).

@@ -140,6 +140,18 @@ class Result:
 ONLY_WHEN_ASKED = 2**31 - 1
 
 
+# A writer waits this long for a lock another transaction holds, where the lock guards
+# something it can leave for its next round (a queue's claim, a lease a request has locked):
+# a holder that stalls (a frozen process, a long request) must not stall it in turn.
+LOCK_WAIT_MS = 250
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for lock_timeout
+
+
+def lock_not_available(exc: BaseException) -> bool:
+    """Return whether a database error is PostgreSQL's ``lock_timeout`` running out."""
+    return getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
 def execute(d: Dialect, sql: str, params: dict[str, Any]) -> Result:
     """Execute ``sql``; on PostgreSQL as a server-side prepared statement.
 

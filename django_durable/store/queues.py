@@ -16,7 +16,7 @@ from django.db import OperationalError, transaction
 
 from ..core.queue_limits import QueueLimits
 from .claims import claim_runs
-from .dialect import Dialect, dialect, execute
+from .dialect import LOCK_WAIT_MS, Dialect, dialect, execute, lock_not_available
 from .records import Claim
 
 logger = logging.getLogger("django_durable")
@@ -61,7 +61,7 @@ def claim_limited(
                 alias=alias,
             )
     except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+        if not lock_not_available(exc):
             raise
         logger.debug("Queue %r: its claim lock is held by another claimer; next round", queue)
         return []
@@ -70,9 +70,7 @@ def claim_limited(
 # A claimer holds its queue's lock for a few short statements. One that stalls holding it
 # (a frozen or swapped-out process, a network that went quiet) must not stall the loops of
 # every other worker of the queue, and with them the claims of all their queues: they wait
-# this long, then leave the queue to their next round.
-LOCK_WAIT_MS = 250
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for lock_timeout
+# LOCK_WAIT_MS, then leave the queue to their next round.
 
 
 def _lock(d: Dialect, queue: str) -> None:

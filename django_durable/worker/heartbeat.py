@@ -72,9 +72,9 @@ class Heartbeat:
             return
         with self._lock:
             for entry in entries:
-                if self._inflight.get(entry.claim.run_id) is not entry:
-                    continue  # finished meanwhile
                 run_id = entry.claim.run_id
+                if self._inflight.get(run_id) is not entry:
+                    continue  # finished meanwhile
                 if run_id in renewal.busy:
                     continue  # locked by another transaction: the next beat renews it
                 if run_id not in renewal.held:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from django.db import connection
 
 import django_durable as durable
 from django_durable import Worker
@@ -25,7 +26,7 @@ from django_durable.models import Run, RunStatus
 from django_durable.store import claims as store_claims
 from django_durable.worker.heartbeat import Heartbeat
 from tests.conftest import ON_POSTGRES, wait_for
-from tests.reliability._races import Holder, Racer
+from tests.reliability._races import Holder, LockWatch, Racer
 from tests.testapp import reliability_workflows as rw
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution
@@ -72,6 +73,34 @@ def test_renewal_skips_a_locked_row_and_renews_the_others():
     after = store_claims.extend_leases(worker.id, run_ids, 120)
     assert {str(run_id) for run_id in after.held} == {first.id, second.id}
     assert after.busy == frozenset()
+
+
+def test_renewal_waits_for_a_row_locked_a_moment_and_renews_it(monkeypatch):
+    """A run's own checkpoint locks its row (``FOR SHARE``) for a moment, many times a
+    second in a busy run. The renewal waits for such a lock (``LOCK_WAIT_MS``, made long
+    here so that the test's own pace cannot decide) and renews the run: skipping it, the
+    heartbeat could miss a busy run beat after beat until its lease ran out."""
+    monkeypatch.setattr(store_claims, "LOCK_WAIT_MS", 60_000)
+    first, second = wf.add.start(1, 1), wf.add.start(2, 2)
+    worker = Worker()
+    run_ids = [claim.run_id for claim in worker.claim(2)]
+
+    def share_lock() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM durable_run WHERE id = %s FOR SHARE", [second.id])
+
+    checkpoint = Holder("checkpoint", share_lock)
+    holder = checkpoint.wait_held()
+    watch = LockWatch()
+    try:
+        renewing = Racer("renewal", lambda: store_claims.extend_leases(worker.id, run_ids, 120))
+        watch.blocked("UPDATE durable_run SET lease_expires_at%", by=holder, racer=renewing)
+        checkpoint.commit()
+        renewal = renewing.join()
+    finally:
+        watch.close()
+    assert {str(run_id) for run_id in renewal.held} == {first.id, second.id}
+    assert renewal.busy == frozenset()
 
 
 def test_the_heartbeat_neither_renews_nor_loses_a_busy_run():
