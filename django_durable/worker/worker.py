@@ -108,6 +108,8 @@ class Worker:
             self.shutdown_timeout = to_seconds(shutdown_timeout, "shutdown_timeout=")
         self.max_recoveries = conf.MAX_RECOVERIES
         self._inflight: dict[uuid.UUID, InFlight] = {}
+        # Slots reserved by claims under way (the loop's, or an execution thread's own).
+        self._reserved = 0
         # While run() serves: writes the start records of step bodies that run long.
         self._marker: StartMarks | None = None
         # Claims whose give-up could not be written (the database was down): handed back
@@ -241,8 +243,47 @@ class Worker:
                 done = self._inflight.pop(claim.run_id, None)
             if done is not None and self._listener is not None:
                 self._listener.unsubscribe([f"x:{claim.run_id}"], done.heard_cancel)
-            if self._may_claim_after(claim):
-                self._wake.set()
+
+    def next_here(self, done: Claim) -> Claim | None:
+        """Return the run the execution thread that ended ``done`` executes next, if any.
+
+        When the loop would be woken to claim again (``_may_claim_after``), the thread
+        claims one run itself: the claim's round trip, without the two hand-offs between
+        threads (the loop woken, its claim queued to a thread) that would otherwise stand
+        between one run's outcome and the next run's first step. Draining and burst mode
+        leave it to the loop, which counts the runs in flight. Never raises.
+        """
+        if not self._may_claim_after(done):
+            return None
+        if self._draining.is_set() or self.burst:
+            self._wake.set()
+            return None
+        try:
+            room, claims = self._claim_free(1)
+        except Exception:
+            logger.warning("Worker %s: an execution thread could not claim", self.id, exc_info=True)
+            self._wake.set()  # the loop claims, and waits for the database if it must
+            return None
+        if room and not claims:
+            self._saturated = False  # nothing more was ready
+        return claims[0] if claims else None
+
+    def _claim_free(self, most: int) -> tuple[int, list[Claim]]:
+        """Claim at most ``most`` runs into free slots; return the room there was, and them.
+
+        The loop and the execution threads both claim: each reserves the slots it claims
+        for under the lock, so that together they never hold more than ``concurrency``.
+        """
+        with self._lock:
+            room = min(most, self.concurrency - len(self._inflight) - self._reserved)
+            if room <= 0:
+                return 0, []
+            self._reserved += room
+        try:
+            return room, self.claim(room)
+        finally:
+            with self._lock:
+                self._reserved -= room
 
     def _span(self, claim: Claim) -> Any:
         """Return the span of this execution of ``claim`` (a no-op without OpenTelemetry)."""
@@ -339,9 +380,9 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        """Return how many runs this worker is executing."""
+        """Return how many runs this worker is executing (or claiming a slot for)."""
         with self._lock:
-            return len(self._inflight)
+            return len(self._inflight) + self._reserved
 
     def run(self) -> bool:
         """Work until stopped (or, with ``burst``, until nothing is ready); return True if clean.
@@ -367,7 +408,9 @@ class Worker:
         heartbeat.start()
         delay = get_settings().RECORD_STEP_START_AFTER
         self._marker = StartMarks(delay=delay, alias=self.alias, vouch=self._vouch)
-        threads = ExecutionThreads(self.concurrency, self.process, worker_id=self.id)
+        threads = ExecutionThreads(
+            self.concurrency, self.process, follow=self.next_here, worker_id=self.id
+        )
         threads.start()
         logger.info(
             "Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency
@@ -403,8 +446,7 @@ class Worker:
                     self._retry_give_ups()
                 if time.monotonic() >= self._next_maintenance:
                     self.maintain()
-                free = self.concurrency - self.in_flight
-                claims = self.claim(free)
+                free, claims = self._claim_free(self.concurrency)
                 failures = 0
             except _DB_ERRORS as exc:
                 failures += 1

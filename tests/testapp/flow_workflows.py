@@ -79,3 +79,10 @@ def flow_bad_key(ctx: durable.Context, value: object) -> None:
 @durable.workflow(name="tests.flow_raising_key", concurrency_key=lambda order: order["customer"])
 def flow_raising_key(ctx: durable.Context, order: dict) -> None:
     """Its key function raises KeyError for an order without a customer."""
+
+
+@durable.workflow(name="tests.plain_inside")
+def plain_inside(ctx: durable.Context, label: str, pause: float = 0.0) -> str:
+    """No key: records its step's enter and leave like the keyed ones."""
+    _inside(ctx, label, pause)
+    return label

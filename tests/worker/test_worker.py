@@ -321,25 +321,82 @@ def test_a_child_started_in_an_earlier_execution_is_closed_when_its_parent_ends(
 
 
 @pytest.mark.parametrize(
-    ("saturated", "limited", "woken_on_postgres"),
+    ("saturated", "limited", "claims_on_postgres"),
     [(False, False, False), (True, False, True), (False, True, True)],
 )
-def test_a_run_that_ends_wakes_the_loop_only_when_it_may_claim_more(
-    settings, saturated, limited, woken_on_postgres
+def test_the_thread_that_ends_a_run_claims_the_next_itself_only_when_it_may_claim_more(
+    settings, saturated, limited, claims_on_postgres
 ):
-    """On PostgreSQL, notifications bring new work: a run's end wakes the loop only when
-    the loop stopped for want of a slot, or the queue's limits may now let another run
-    in. SQLite has no notifications: every end wakes it."""
+    """On PostgreSQL, notifications bring new work: a run's end claims again only when the
+    loop stopped for want of a slot, or the queue's limits may now let another run in.
+    SQLite has no notifications: every end claims. The thread claims for itself, so the
+    loop is not woken for it."""
     if limited:
         settings.DJANGO_DURABLE = {"QUEUES": {"default": {"concurrency": 2}}}
-    wf.add.start(1, 2)
+    first, second = wf.add.start(1, 2), wf.add.start(3, 4)
     worker = Worker(concurrency=2)
     [claim] = worker.claim(1)
+    assert str(claim.run_id) == first.id
     worker._saturated = saturated
     worker._wake.clear()
     worker.process(claim)
-    on_postgres = worker._listener is not None
-    assert worker._wake.is_set() == (woken_on_postgres if on_postgres else True)
+    following = worker.next_here(claim)
+    claims = claims_on_postgres if worker._listener is not None else True
+    assert (following is not None) == claims
+    assert not worker._wake.is_set()
+    if claims:
+        assert following is not None and str(following.run_id) == second.id
+        assert worker.in_flight == 1
+        assert Run.objects.get(pk=second.id).claimed_by == worker.id
+    else:
+        assert Run.objects.get(pk=second.id).status == RunStatus.PENDING
+
+
+def test_a_thread_claims_nothing_when_the_worker_holds_as_many_runs_as_its_concurrency():
+    """The loop and the threads reserve slots before they claim: never more than
+    ``concurrency`` runs at once, whoever claims."""
+    first, _ = wf.add.start(1, 2), wf.add.start(3, 4)
+    busy = wf.add.start(5, 6)
+    worker = Worker(concurrency=2)
+    [claim, other] = worker.claim(2)
+    assert {str(claim.run_id), str(other.run_id)} == {first.id, _.id}
+    worker._saturated = True
+    worker.process(claim)  # one slot frees: one claim fills it
+    following = worker.next_here(claim)
+    assert following is not None and str(following.run_id) == busy.id
+    wf.add.start(7, 8)
+    # Both slots are taken (other, following): a thread ending nothing new claims nothing.
+    assert worker.next_here(claim) is None
+    assert worker.in_flight == 2
+    assert Run.objects.filter(status=RunStatus.PENDING).count() == 1
+
+
+def test_a_thread_claims_nothing_after_a_run_once_the_worker_stops_and_wakes_the_loop():
+    """Draining (and burst mode) leave claiming to the loop, which counts runs in flight."""
+    wf.add.start(1, 2)
+    waiting = wf.add.start(3, 4)
+    worker = Worker(concurrency=2)
+    [claim] = worker.claim(1)
+    worker._saturated = True
+    worker.process(claim)
+    worker.request_stop()
+    worker._wake.clear()
+    assert worker.next_here(claim) is None
+    assert worker._wake.is_set()
+    assert Run.objects.get(pk=waiting.id).status == RunStatus.PENDING
+
+
+def test_a_thread_whose_own_claim_finds_nothing_stops_claiming_after_each_run():
+    """A claim that found nothing ready says the worker is no longer saturated: on
+    PostgreSQL the next run's end then claims nothing (a notification brings new work)."""
+    worker = Worker(concurrency=2)
+    wf.add.start(1, 2)
+    [claim] = worker.claim(1)
+    worker._saturated = True
+    worker.process(claim)
+    assert worker.next_here(claim) is None
+    assert worker._saturated is False
+    assert worker.in_flight == 0
 
 
 def _executing(workflow):
