@@ -110,6 +110,15 @@ def worker_processes(transactional_db: Any, tmp_path: Path) -> Iterator[WorkerPr
     procs.stop_all()
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Each test starts with an empty cache: the admin dashboard keeps counts there
+    (core.hour_counts), and the database is emptied between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _flush_by_delete() -> Iterator[None]:
     """On PostgreSQL, empty the tables after a ``transaction=True`` test with DELETE.

@@ -19,6 +19,8 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 
 from .. import display
+from ..core import hour_counts
+from ..core.conf import get_settings
 from ..models import Run
 from .actions import cancel_runs, delete_selected, has_operate_permission, retry_runs
 from .base import HistoryAdmin, progress_bar, short_run_id, status_badge, summary_html
@@ -225,6 +227,14 @@ class RunAdmin(RunPagePanels, HistoryAdmin):
             url = reverse(f"{self.admin_site.name}:django_durable_run_change", args=[run.pk])
             return HttpResponseRedirect(url)
         return super().delete_view(request, object_id, extra_context)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        super().delete_model(request, obj)
+        hour_counts.changed(get_settings().DATABASE)  # the dashboard counts it no more
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        super().delete_queryset(request, queryset)
+        hour_counts.changed(get_settings().DATABASE)
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Only finished runs: deleting a run under its worker bypasses its invariants.

@@ -13,7 +13,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.signals import post_delete, pre_delete
 from django.utils import timezone
 
-from ..core import clock, serialization
+from ..core import clock, hour_counts, serialization
 from ..core.durations import CENTURY, to_seconds
 from ..core.statuses import RunStatus, StepStatus
 from ..declarations.registry import get_workflow
@@ -113,6 +113,7 @@ def _reopen(run: Run, alias: str) -> int | None:
         updated_at=timezone.now(),
     )
     notify([f"q:{run.queue}"], alias=alias)
+    hour_counts.changed(alias)  # the dashboard counted it as failed in a past hour
     return None if position is None else int(position)
 
 
@@ -302,6 +303,8 @@ def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str) -> int:
             batch = finished.select_for_update(skip_locked=True).order_by("finished_at", "id")
             ids = list(batch.values_list("id", flat=True)[:batch_size])
             if not ids:
+                if deleted:
+                    hour_counts.changed(alias)  # the admin dashboard's counts of past hours
                 return deleted
             if _observed():
                 # Someone listens to deletions: Django's deletion, which sends the signals.

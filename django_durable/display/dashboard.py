@@ -10,13 +10,25 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from django.db.models import Count, F, IntegerField, Min, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Count,
+    DateTimeField,
+    F,
+    IntegerField,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce, Left
+from django.db.models.functions import Cast, Coalesce, Left, TruncHour
 from django.utils import timezone
 
+from ..core import hour_counts
 from ..core.conf import get_settings
 from ..core.statuses import RunStatus
 from ..declarations.registry import registered_workflows
@@ -130,28 +142,111 @@ def dashboard(now: datetime | None = None) -> Dashboard:
 def activity(runs: QuerySet[Run], now: datetime) -> list[Activity]:
     """Return, per workflow, the runs created, completed and failed in the last hour and day.
 
-    One query: the runs created since a day ago (index ``durable_run_created``)
-    and those that completed or failed since then (``durable_run_finished``), side by side.
+    One query: the runs created in the window (index ``durable_run_created``) and those that
+    completed or failed in it (``durable_run_finished``), side by side. Only the part of the
+    day that is not a whole past hour is read every time; the whole hours' counts are kept
+    in the cache (``core.hour_counts``) and read from the table only when missing there.
     """
     hour, day = now - HOUR, now - DAY
-    started = (
-        runs.filter(created_at__gte=day)
-        .values("workflow_name")
-        .annotate(what=Value("started"), in_hour=_count("created_at", hour), in_day=Count("*"))
-        .values_list("workflow_name", "what", "in_hour", "in_day")
-    )
-    ended = (
-        runs.filter(status__in=(RunStatus.COMPLETED, RunStatus.FAILED), finished_at__gte=day)
-        .values("workflow_name", "status")
-        .annotate(what=F("status"), in_hour=_count("finished_at", hour), in_day=Count("*"))
-        .values_list("workflow_name", "what", "in_hour", "in_day")
-    )
+    # The whole hours from `first` to `last` may come from the cache; `last` is at least an
+    # hour ago, so a transaction that began before it has long committed.
+    first, last = _hour_of(day + HOUR - timedelta(microseconds=1)), _hour_of(hour)
+    hours = [first + HOUR * n for n in range(int((last - first) / HOUR))]
+    alias = runs.db
+    generation = hour_counts.generation(alias)
+    keys = {at: hour_counts.key(alias, generation, int(at.timestamp())) for at in hours}
+    kept = hour_counts.read(list(keys.values()))
+    missing = [at for at in hours if keys[at] not in kept]
+    parts = [_live(runs, hour, day, first), _live(runs, hour, last, None)]
+    if missing:
+        parts.append(_by_hour(runs, missing[0], missing[-1] + HOUR))
     table: dict[str, dict[str, dict[str, int]]] = {}
-    for workflow, what, in_hour, in_day in started.union(ended, all=True):
-        windows = table.setdefault(workflow, {"hour": {}, "day": {}})
-        windows["hour"][what], windows["day"][what] = in_hour, in_day
+    counted: dict[datetime, list[tuple[str, str, int]]] = {at: [] for at in missing}
+    started, *others = [q for pair in parts for q in pair]
+    for workflow, what, at, in_hour, in_day in started.union(*others, all=True):
+        if at is None:
+            _add(table, workflow, what, in_hour, in_day)
+        elif (at := _hour_of(at)) in counted:
+            counted[at].append((workflow, what, in_day))
+    fresh = {keys[at]: rows for at, rows in counted.items()}
+    hour_counts.keep(fresh)
+    for rows in (*kept.values(), *fresh.values()):
+        for workflow, what, in_day in rows:
+            _add(table, workflow, what, 0, in_day)
     rows = [_activity(workflow, windows) for workflow, windows in table.items()]
     return sorted(rows, key=lambda row: (-_total(row.day), row.workflow))
+
+
+def _live(
+    runs: QuerySet[Run], hour: datetime, since: datetime, until: datetime | None
+) -> tuple[QuerySet[Run], QuerySet[Run]]:
+    """Return the runs created, and completed or failed, from ``since`` until ``until``
+    (or now), per workflow: counted in all, and since ``hour``."""
+    # Typed: a bare NULL in the first queries of a UNION would be taken for text.
+    no_hour = Cast(Value(None), output_field=DateTimeField())
+    started = (
+        _between(runs, "created_at", since, until)
+        .values("workflow_name")
+        .annotate(what=Value("started"), at=no_hour)
+        .annotate(in_hour=_count("created_at", hour), in_day=Count("*"))
+        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+    )
+    ended = (
+        _between(_finished(runs), "finished_at", since, until)
+        .values("workflow_name", "status")
+        .annotate(what=F("status"), at=no_hour)
+        .annotate(in_hour=_count("finished_at", hour), in_day=Count("*"))
+        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+    )
+    return started, ended
+
+
+def _by_hour(
+    runs: QuerySet[Run], since: datetime, until: datetime
+) -> tuple[QuerySet[Run], QuerySet[Run]]:
+    """Return the runs created, and completed or failed, from ``since`` until ``until``,
+    per workflow and hour."""
+    started = (
+        _between(runs, "created_at", since, until)
+        .annotate(at=TruncHour("created_at", tzinfo=UTC))
+        .values("workflow_name", "at")
+        .annotate(what=Value("started"), in_hour=Value(0), in_day=Count("*"))
+        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+    )
+    ended = (
+        _between(_finished(runs), "finished_at", since, until)
+        .annotate(at=TruncHour("finished_at", tzinfo=UTC))
+        .values("workflow_name", "status", "at")
+        .annotate(what=F("status"), in_hour=Value(0), in_day=Count("*"))
+        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+    )
+    return started, ended
+
+
+def _finished(runs: QuerySet[Run]) -> QuerySet[Run]:
+    return runs.filter(status__in=(RunStatus.COMPLETED, RunStatus.FAILED))
+
+
+def _between(
+    runs: QuerySet[Run], column: str, since: datetime, until: datetime | None
+) -> QuerySet[Run]:
+    runs = runs.filter(**{f"{column}__gte": since})
+    return runs if until is None else runs.filter(**{f"{column}__lt": until})
+
+
+def _hour_of(moment: datetime) -> datetime:
+    """Return the start of the hour (UTC) that ``moment`` is in (naive: in UTC already, as a
+    union of queries may give the truncated hours)."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _add(
+    table: dict[str, dict[str, dict[str, int]]], workflow: str, what: str, hour: int, day: int
+) -> None:
+    windows = table.setdefault(workflow, {"hour": {}, "day": {}})
+    windows["hour"][what] = windows["hour"].get(what, 0) + hour
+    windows["day"][what] = windows["day"].get(what, 0) + day
 
 
 def waiting(runs: QuerySet[Run]) -> list[Waiting]:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
+import django_durable as durable
+from django_durable.core import hour_counts
 from django_durable.display import dashboard as figures
 from django_durable.models import Run, WorkerProcess
 
@@ -200,6 +204,109 @@ def test_only_the_newest_20_failures(now):
 )
 def test_first_line(error_type, message, line):
     assert figures.first_line(error_type, message) == line
+
+
+def _counted(now: datetime, window: timedelta) -> dict[tuple[str, str], int]:
+    """Count the runs started, completed and failed since ``now - window``, straight."""
+    since = now - window
+    counts: Counter[tuple[str, str]] = Counter()
+    for run in Run.objects.all():
+        if since <= run.created_at:
+            counts[run.workflow_name, "started"] += 1
+        if run.status in ("completed", "failed") and run.finished_at and since <= run.finished_at:
+            counts[run.workflow_name, run.status] += 1
+    return dict(counts)
+
+
+def _shown(board: figures.Dashboard, window: str) -> dict[tuple[str, str], int]:
+    shown = {}
+    for item in board.activity:
+        counts = getattr(item, window)
+        for what in ("started", "completed", "failed"):
+            if getattr(counts, what):
+                shown[item.workflow, what] = getattr(counts, what)
+    return shown
+
+
+@pytest.mark.parametrize("minute", [0, 1, 37])
+def test_the_day_counts_every_run_once_read_fresh_or_from_kept_hours(minute):
+    """The whole past hours come from the cache on the second look: both looks count what
+    a straight count counts, at the edges of the hours too."""
+    now = timezone.now().replace(minute=minute, second=0, microsecond=0)
+    for n in range(0, 26 * 60, 17):  # a run every 17 minutes over 26 hours, ends 3 min on
+        status = ("completed", "failed", "running")[n % 3]
+        make(f"w{n % 2}", status, ago(now, minutes=n), finished_at=ago(now, minutes=n - 3))
+    make("w0", "completed", ago(now, hours=23), finished_at=ago(now, hours=23))  # on the edge
+    make("w1", "failed", ago(now, days=1), finished_at=ago(now, days=1))  # the day's first instant
+    for _ in range(2):
+        board = figures.dashboard(now)
+        assert _shown(board, "day") == _counted(now, figures.DAY)
+        assert _shown(board, "hour") == _counted(now, figures.HOUR)
+
+
+def test_whole_past_hours_are_read_once_and_kept_until_old_runs_change(
+    runs, now, django_capture_on_commit_callbacks
+):
+    board = figures.dashboard(now)
+    assert _shown(board, "day")["orders.checkout", "started"] == 4
+    # Written behind the dashboard's back (not through durable): the kept hour still counts
+    # what it counted, for hour_counts.SECONDS at most.
+    make("orders.checkout", "completed", ago(now, hours=5))
+    assert _shown(figures.dashboard(now), "day")["orders.checkout", "started"] == 4
+    with django_capture_on_commit_callbacks(execute=True):
+        hour_counts.changed("default")  # what durable's own writes to old runs call
+    assert _shown(figures.dashboard(now), "day")["orders.checkout", "started"] == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_run_retried_or_pruned_leaves_the_day_at_once():
+    now = timezone.now()
+    failed = make("orders.checkout", "failed", ago(now, hours=6), finished_at=ago(now, hours=5))
+    old = make("mail.send", "completed", ago(now, hours=9), finished_at=ago(now, hours=8))
+    assert _shown(figures.dashboard(), "day") == {
+        ("orders.checkout", "started"): 1,
+        ("orders.checkout", "failed"): 1,
+        ("mail.send", "started"): 1,
+        ("mail.send", "completed"): 1,
+    }
+    durable.retry(failed.pk)
+    assert _shown(figures.dashboard(), "day") == {
+        ("orders.checkout", "started"): 1,
+        ("mail.send", "started"): 1,
+        ("mail.send", "completed"): 1,
+    }
+    assert durable.prune(older_than=timedelta(hours=7)).runs == 1
+    assert not Run.objects.filter(pk=old.pk).exists()
+    assert _shown(figures.dashboard(), "day") == {("orders.checkout", "started"): 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_deleted_in_the_admin_leave_the_day_at_once(superuser, client):
+    now = timezone.now()
+    one, two, kept = (
+        make("orders.checkout", "completed", ago(now, hours=h), finished_at=ago(now, hours=h))
+        for h in (5, 6, 7)
+    )
+    assert _shown(figures.dashboard(), "day")["orders.checkout", "completed"] == 3
+    changelist = reverse("admin:django_durable_run_changelist")
+    data = {"action": "delete_selected", "_selected_action": [str(one.pk)], "post": "yes"}
+    assert client.post(changelist, data).status_code == 302
+    assert _shown(figures.dashboard(), "day")["orders.checkout", "completed"] == 2
+    delete = reverse("admin:django_durable_run_delete", args=[two.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 302
+    assert _shown(figures.dashboard(), "day")["orders.checkout", "completed"] == 1
+    assert list(Run.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_a_cache_that_fails_costs_the_shortcut_only(runs, now, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise ConnectionError("the cache server is down")
+
+    for name in ("get", "get_many", "set_many", "set"):
+        monkeypatch.setattr(cache, name, broken)
+    board = figures.dashboard(now)
+    assert _shown(board, "day") == _counted(now, figures.DAY)
+    assert "the cache failed" in caplog.text
 
 
 # --- the page ------------------------------------------------------------------------------
