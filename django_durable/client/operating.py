@@ -237,7 +237,8 @@ def prune(
     batch_size: int = 500,
     dry_run: bool = False,
 ) -> PruneResult:
-    """Delete finished runs (and their steps) that finished over ``older_than`` ago.
+    """Delete finished runs (and their steps) that had finished over ``older_than`` ago
+    when the prune began (by the database's clock).
 
     ``statuses`` picks among the terminal ones (default: all three). Runs go in batches
     of ``batch_size``, oldest first, each batch in its own transaction; rows another
@@ -251,10 +252,12 @@ def prune(
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size= must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
     alias = db_alias()
+    # Read once: each batch's own now() would move the cutoff on while a long prune goes.
+    cutoff = clock.database_now(alias) - timedelta(seconds=seconds)
     finished = Run.objects.using(alias).filter(
-        status__in=_prune_statuses(statuses), finished_at__lt=clock.database_time(-seconds)
+        status__in=_prune_statuses(statuses), finished_at__lt=cutoff
     )
-    old_events = Event.objects.using(alias).filter(created_at__lt=clock.database_time(-seconds))
+    old_events = Event.objects.using(alias).filter(created_at__lt=cutoff)
     # An event whose trigger delivery is pending is owed to a batch that has not started:
     # deleting it would delete the delivery with it, and the batch would never run.
     owed = Exists(TriggerDelivery.objects.using(alias).filter(event=OuterRef("pk")))
@@ -267,9 +270,7 @@ def prune(
     deleted = _delete_runs(finished, batch_size, alias)
     # Worker records silent for as long are history too (live workers heartbeat), and so
     # are events emitted that long ago (a run that waits later no longer sees them).
-    WorkerProcess.objects.using(alias).filter(
-        last_seen_at__lt=clock.database_time(-seconds)
-    ).delete()
+    WorkerProcess.objects.using(alias).filter(last_seen_at__lt=cutoff).delete()
     events = 0
     while event_ids := list(
         old_events.exclude(owed)
@@ -282,8 +283,7 @@ def prune(
     # Access tokens that ended (expired or revoked) that long ago only take room: every page
     # view of a run may make one.
     RunToken.objects.using(alias).filter(
-        Q(expires_at__lt=clock.database_time(-seconds))
-        | Q(revoked_at__lt=clock.database_time(-seconds))
+        Q(expires_at__lt=cutoff) | Q(revoked_at__lt=cutoff)
     ).delete()
     return PruneResult(runs=deleted, events=events, events_kept=old_events.filter(owed).count())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -126,3 +127,23 @@ def test_receivers_of_delete_signals_still_hear_of_pruned_rows():
     assert len(heard) == 1
     assert heard[0].startswith("Step ")
     assert not Step.objects.exists()
+
+
+def test_a_prune_deletes_what_was_old_enough_when_it_began_not_what_ages_meanwhile():
+    """The cutoff is read once: a run that passes the age while a long prune goes on stays
+    (and a dry run counts what the prune then deletes)."""
+    for _ in range(4):
+        finished_run(days=2)
+    almost = finished_run(days=1 - 1 / 86400)  # a second short of a day old
+    slow = 0.4  # each batch waits, so the prune lasts longer than that second
+
+    def receiver(sender: type, instance: models.Model, **kwargs: object) -> None:
+        time.sleep(slow)
+
+    post_delete.connect(receiver, sender=Run, weak=False)
+    try:
+        assert durable.prune(older_than=timedelta(days=1), dry_run=True).runs == 4
+        assert durable.prune(older_than=timedelta(days=1), batch_size=1).runs == 4
+    finally:
+        post_delete.disconnect(receiver, sender=Run)
+    assert list(Run.objects.values_list("pk", flat=True)) == [almost.pk]
