@@ -203,10 +203,12 @@ def rates(batches: list[dict[str, float]]) -> dict[str, float] | None:
 # --- the prune, in a process of its own ----------------------------------------------------
 
 
-def prune_process(dsn: str, *, before: datetime | None, batch_size: int) -> subprocess.Popen[str]:
+def prune_process(
+    dsn: str, *, before: datetime | None, batch_size: int, pause: float
+) -> subprocess.Popen[str]:
     """Start ``--prune-child``; return once it is about to call ``durable.prune()``."""
     argv = [sys.executable, "-m", "bench.prune_load", "--dsn", dsn, "--prune-child"]
-    argv += ["--batch-size", str(batch_size)]
+    argv += ["--batch-size", str(batch_size), "--pause", str(pause)]
     if before is not None:
         argv += ["--before", before.isoformat()]
     env = {**environment(dsn), "PYTHONPATH": str(ROOT)}
@@ -253,7 +255,7 @@ def prune_child(args: argparse.Namespace) -> None:
         older_than = 7 * 86400.0
     print("pruning", flush=True)
     began = time.time()
-    pruned = durable.prune(older_than=older_than, batch_size=args.batch_size)
+    pruned = durable.prune(older_than=older_than, batch_size=args.batch_size, pause=args.pause)
     ended = time.time()
     result = {"runs": pruned.runs, "events": pruned.events, "began": began, "ended": ended}
     print(json.dumps(result), flush=True)
@@ -316,7 +318,7 @@ def with_prune(args: argparse.Namespace) -> tuple[list[dict[str, float]], dict[s
     [(cutoff,)] = sql("SELECT now() - interval '7 days'")
     counts = doomed(cutoff)
     log(f"prune_load: W2 with the prune of {counts['runs']:,} runs")
-    proc = prune_process(args.dsn, before=None, batch_size=args.batch_size)
+    proc = prune_process(args.dsn, before=None, batch_size=args.batch_size, pause=args.pause)
     batches = []
     while proc.poll() is None:
         batches.append(w2_batch(args.w2_runs))
@@ -359,7 +361,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         counts = doomed(boundary)
         log(f"prune_load: the prune alone of {counts['runs']:,} runs")
         pruned_alone = prune_result(
-            prune_process(args.dsn, before=boundary, batch_size=args.batch_size), counts
+            prune_process(args.dsn, before=boundary, batch_size=args.batch_size, pause=args.pause),
+            counts,
         )
         log(json.dumps(pruned_alone))
         for table in ("durable_run", "durable_event", *CHILD_TABLES):
@@ -378,6 +381,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": args.rows,
         "batch_size": args.batch_size,
+        "pause": args.pause,
         "load_s": round(load_s, 1),
         "w2_runs_per_s": {
             "alone": alone_rate["median"],
@@ -414,6 +418,7 @@ def main() -> None:
     parser.add_argument("--w2-runs", type=int, help="runs per W2 batch (default 500)")
     parser.add_argument("--w2-batches", type=int, help="W2 batches alone, before and after")
     parser.add_argument("--batch-size", type=int, default=500, help="prune's batch_size=")
+    parser.add_argument("--pause", type=float, default=0.0, help="prune's pause= (seconds)")
     parser.add_argument("--keep", action="store_true", help="keep a database this created")
     parser.add_argument("--prune-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--before", help=argparse.SUPPRESS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import timedelta
@@ -24,6 +25,7 @@ from ..store.dialect import dialect, notify
 from .lookup import as_uuid, db_alias, get_row, run_ref
 
 MAX_BATCH = 100_000  # runs prune() deletes in one transaction at most
+MAX_PAUSE = 60.0  # seconds prune() may wait between batches (under)
 
 
 def cancel(
@@ -236,6 +238,7 @@ def prune(
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
+    pause: float | timedelta = 0.0,
 ) -> PruneResult:
     """Delete finished runs (and their steps) that had finished over ``older_than`` ago
     when the prune began (by the database's clock).
@@ -246,11 +249,14 @@ def prune(
     Records of workers silent, events emitted, and access tokens that ended (expired or
     revoked) longer than ``older_than`` ago are deleted too, except events that a
     triggered workflow has not received yet. With ``dry_run=True`` nothing is deleted.
+    ``pause`` (seconds, at most a minute) is waited after each batch: a long prune then
+    leaves more of the database to the workers, at the price of lasting longer.
     Return how many runs and events were (or would be) deleted, and how many events kept.
     """
     seconds = to_seconds(older_than, "older_than=", limit=CENTURY)
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size= must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
+    wait = to_seconds(pause, "pause=", limit=MAX_PAUSE)
     alias = db_alias()
     # Read once: each batch's own now() would move the cutoff on while a long prune goes.
     cutoff = clock.database_now(alias) - timedelta(seconds=seconds)
@@ -267,7 +273,7 @@ def prune(
             events=old_events.exclude(owed).count(),
             events_kept=old_events.filter(owed).count(),
         )
-    deleted = _delete_runs(finished, batch_size, alias)
+    deleted = _delete_runs(finished, batch_size, alias, wait)
     # Worker records silent for as long are history too (live workers heartbeat), and so
     # are events emitted that long ago (a run that waits later no longer sees them).
     WorkerProcess.objects.using(alias).filter(last_seen_at__lt=cutoff).delete()
@@ -280,6 +286,7 @@ def prune(
         # A delivery is written with its event, never later: these ids stay deletable.
         _, counts = Event.objects.using(alias).filter(id__in=event_ids).delete()
         events += counts.get(Event._meta.label, 0)
+        _pause(wait)
     # Access tokens that ended (expired or revoked) that long ago only take room: every page
     # view of a run may make one.
     RunToken.objects.using(alias).filter(
@@ -288,7 +295,13 @@ def prune(
     return PruneResult(runs=deleted, events=events, events_kept=old_events.filter(owed).count())
 
 
-def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str) -> int:
+def _pause(seconds: float) -> None:
+    """Wait ``seconds`` between two batches of a prune (none when 0)."""
+    if seconds:
+        time.sleep(seconds)
+
+
+def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str, pause: float) -> int:
     """Delete the ``finished`` runs in batches, oldest first; return how many.
 
     Each batch is a transaction of its own: locks are held for one batch only, and the
@@ -312,6 +325,7 @@ def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str) -> int:
                 deleted += counts.get(Run._meta.label, 0)
             else:
                 deleted += pruning.delete_runs(d, ids)
+        _pause(pause)  # after the batch's commit: its locks are gone
 
 
 def _observed() -> bool:
@@ -328,6 +342,7 @@ async def aprune(
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
+    pause: float | timedelta = 0.0,
 ) -> PruneResult:
     """Delete finished runs that finished over ``older_than`` ago (async)."""
     return await sync_to_async(prune)(

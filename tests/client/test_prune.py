@@ -147,3 +147,32 @@ def test_a_prune_deletes_what_was_old_enough_when_it_began_not_what_ages_meanwhi
     finally:
         post_delete.disconnect(receiver, sender=Run)
     assert list(Run.objects.values_list("pk", flat=True)) == [almost.pk]
+
+
+def test_a_prune_waits_its_pause_after_each_batch_and_only_then(monkeypatch):
+    """``pause=`` leaves the database to the workers between batches; none by default."""
+    from django_durable.client import operating
+
+    for _ in range(5):
+        finished_run()
+    Event.objects.create(name="old", created_at=timezone.now() - timedelta(days=8))
+    slept: list[float] = []
+    monkeypatch.setattr(operating.time, "sleep", slept.append)
+    assert durable.prune(older_than=timedelta(days=7), batch_size=2).runs == 5
+    assert slept == []
+    for _ in range(5):
+        finished_run()
+    pruned = durable.prune(older_than=timedelta(days=7), batch_size=2, pause=0.25)
+    assert pruned.runs == 5
+    assert slept == [0.25] * 3  # after each of the 3 batches of runs (no events left)
+
+
+@pytest.mark.parametrize(
+    ("pause", "error"),
+    [(-1, ValueError), (60, ValueError), (float("nan"), ValueError), ("1", TypeError)],
+)
+def test_a_pause_that_is_not_a_sane_number_of_seconds_is_refused(pause, error):
+    finished_run()
+    with pytest.raises(error, match="pause="):
+        durable.prune(older_than=timedelta(days=7), pause=pause)
+    assert Run.objects.count() == 1

@@ -638,6 +638,17 @@ def test_prune_only_the_statuses_asked_for(history):
     assert remaining() == set(history["pending"])
 
 
+def test_prune_with_a_pause_deletes_the_same_runs(history, monkeypatch):
+    from django_durable.client import operating
+
+    slept: list[float] = []
+    monkeypatch.setattr(operating.time, "sleep", slept.append)
+    output = durable_cmd("prune", "--older-than", "2h", "--batch-size", "2", "--pause", "0.5")
+    assert output.strip() == "Deleted 5 finished run(s) older than 2h 00m."
+    assert slept == [0.5] * 3
+    assert remaining() == set(history["recent"] + history["pending"])
+
+
 def test_prune_dry_run_deletes_nothing(history):
     before = remaining()
     assert durable_cmd("prune", "--older-than", "2h", "--dry-run").strip() == (
@@ -688,6 +699,11 @@ def test_prune_refuses_unfinished_statuses_and_bad_batches():
             durable_cmd("prune", "--older-than", "1d", "--batch-size", size)
     with pytest.raises(CommandError, match=r"^--older-than must be under 100 years"):
         durable_cmd("prune", "--older-than", "99999999d")
+    for pause in ("-1", "60", "nan"):
+        with pytest.raises(CommandError, match=r"^--pause (cannot be negative|must be)"):
+            durable_cmd("prune", "--older-than", "1d", "--pause", pause)
+    with pytest.raises(CommandError, match=r"argument --pause: invalid float value: 'soon'"):
+        durable_cmd("prune", "--older-than", "1d", "--pause", "soon")
     with pytest.raises(CommandError, match=r"Invalid duration '9{400}': too long"):
         durable_cmd("prune", "--older-than", "9" * 400)
 

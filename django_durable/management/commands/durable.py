@@ -150,6 +150,13 @@ class Command(BaseCommand):
         prune.add_argument(
             "--batch-size", type=int, default=500, metavar="N", help="Runs per batch (500)."
         )
+        prune.add_argument(
+            "--pause",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Wait this long after each batch, to leave the database to the workers (0).",
+        )
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
         prune.add_argument("--json", action="store_true", help="Print JSON.")
         prune.set_defaults(handler=self.prune)
@@ -286,9 +293,10 @@ class Command(BaseCommand):
                 statuses=options["status"],
                 batch_size=options["batch_size"],
                 dry_run=options["dry_run"],
+                pause=options["pause"],
             )
         except ValueError as exc:
-            raise option_error(exc, "older_than", "batch_size", "statuses") from None
+            raise option_error(exc, "older_than", "batch_size", "statuses", "pause") from None
         if options["json"]:
             self.stdout.write(
                 dumps(
