@@ -11,6 +11,7 @@ import dataclasses
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db.models import (
     Count,
@@ -163,7 +164,8 @@ def activity(runs: QuerySet[Run], now: datetime) -> list[Activity]:
     table: dict[str, dict[str, dict[str, int]]] = {}
     counted: dict[datetime, list[tuple[str, str, int]]] = {at: [] for at in missing}
     started, *others = [q for pair in parts for q in pair]
-    for workflow, what, at, in_hour, in_day in started.union(*others, all=True):
+    found: Iterable[tuple[str, str, datetime | None, int, int]] = started.union(*others, all=True)
+    for workflow, what, at, in_hour, in_day in found:
         if at is None:
             _add(table, workflow, what, in_hour, in_day)
         elif (at := _hour_of(at)) in counted:
@@ -179,7 +181,7 @@ def activity(runs: QuerySet[Run], now: datetime) -> list[Activity]:
 
 def _live(
     runs: QuerySet[Run], hour: datetime, since: datetime, until: datetime | None
-) -> tuple[QuerySet[Run], QuerySet[Run]]:
+) -> tuple[QuerySet[Any], QuerySet[Any]]:
     """Return the runs created, and completed or failed, from ``since`` until ``until``
     (or now), per workflow: counted in all, and since ``hour``."""
     # Typed: a bare NULL in the first queries of a UNION would be taken for text.
@@ -203,7 +205,7 @@ def _live(
 
 def _by_hour(
     runs: QuerySet[Run], since: datetime, until: datetime
-) -> tuple[QuerySet[Run], QuerySet[Run]]:
+) -> tuple[QuerySet[Any], QuerySet[Any]]:
     """Return the runs created, and completed or failed, from ``since`` until ``until``,
     per workflow and hour."""
     started = (
