@@ -110,6 +110,8 @@ class Worker:
         self._inflight: dict[uuid.UUID, InFlight] = {}
         # Slots reserved by claims under way (the loop's, or an execution thread's own).
         self._reserved = 0
+        # A claim found no room only because another claim held it: wake the loop after.
+        self._look_again = False
         # While run() serves: writes the start records of step bodies that run long.
         self._marker: StartMarks | None = None
         # Claims whose give-up could not be written (the database was down): handed back
@@ -277,6 +279,9 @@ class Worker:
         with self._lock:
             room = min(most, self.concurrency - len(self._inflight) - self._reserved)
             if room <= 0:
+                # Slots another claim reserved may come back empty, and what woke this
+                # claim (a NOTIFY) be ready after that claim looked: look again after it.
+                self._look_again = self._look_again or self._reserved > 0
                 return 0, []
             self._reserved += room
         try:
@@ -284,6 +289,9 @@ class Worker:
         finally:
             with self._lock:
                 self._reserved -= room
+                again, self._look_again = self._look_again, False
+            if again:
+                self._wake.set()
 
     def _span(self, claim: Claim) -> Any:
         """Return the span of this execution of ``claim`` (a no-op without OpenTelemetry)."""

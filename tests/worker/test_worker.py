@@ -478,3 +478,38 @@ def test_a_claim_works_with_the_query_log_on():
         [claim] = Worker().claim(1)
     assert str(claim.run_id) == handle.id
     assert queries.captured_queries or ON_POSTGRES
+
+
+def test_a_claim_that_found_no_room_for_a_claim_under_way_wakes_the_loop_after_it():
+    """A NOTIFY can wake the loop while a thread's claim holds the only slot; the thread's
+    claim may have looked before the new run was ready. The loop must look again once the
+    slot is free, not sleep its poll interval (300 s in the restart test) with a run ready."""
+    worker = Worker(concurrency=1)
+    entered, release = threading.Event(), threading.Event()
+    claim = worker.claim
+
+    def slow_claim(limit: int):
+        entered.set()
+        release.wait(10)
+        return claim(limit)
+
+    worker.claim = slow_claim  # type: ignore[method-assign]
+    result = []
+
+    def in_a_thread() -> None:
+        try:
+            result.append(worker._claim_free(1))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    assert entered.wait(10)
+    worker._wake.clear()
+    worker.claim = claim  # type: ignore[method-assign]
+    assert worker._claim_free(1) == (0, [])  # the loop, woken meanwhile: no room
+    assert not worker._wake.is_set()
+    release.set()
+    thread.join(10)
+    assert result == [(1, [])]  # the thread's claim found nothing
+    assert worker._wake.is_set()  # so the loop looks again
