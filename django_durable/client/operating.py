@@ -79,6 +79,7 @@ def reopen(run_id: str | uuid.UUID) -> Run:
             if rewound_to is not None:  # those past it start anew when the parent gets there
                 children = children.filter(parent_position__lt=rewound_to)
             reopened += [(child.pk, _reopen(child, alias)) for child in _locked(children)]
+        hour_counts.changed(alias)  # the dashboard counted them as ended in a past hour
     return get_row(run.pk)
 
 
@@ -115,7 +116,6 @@ def _reopen(run: Run, alias: str) -> int | None:
         updated_at=timezone.now(),
     )
     notify([f"q:{run.queue}"], alias=alias)
-    hour_counts.changed(alias)  # the dashboard counted it as failed in a past hour
     return None if position is None else int(position)
 
 
