@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -90,6 +91,19 @@ def process_state(pid: int) -> str:
     """Return the state letter of a process from ``/proc`` (``T`` when stopped)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat.rsplit(")", 1)[1].split()[0]
+
+
+def sqlite_writable(path: str) -> bool:
+    """Return whether the SQLite database at ``path`` can take a write now (no one holds one)."""
+    probe = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        probe.close()
 
 
 def backends_per_application(prefix: str) -> dict[str, int]:
@@ -272,6 +286,26 @@ class WorkerPool:
         """SIGSTOP a worker and wait until it is stopped: it stalls, holding what it held."""
         os.kill(proc.pid, signal.SIGSTOP)
         wait_for(lambda: process_state(proc.pid) == "T", 10, f"worker {proc.pid} stopped")
+
+    def pause_holding_no_write(self, proc: subprocess.Popen[bytes], tries: int = 50) -> None:
+        """SIGSTOP a worker at a moment it holds no write lock, and wait until it is stopped.
+
+        SQLite has one writer: a worker frozen inside a write (a checkpoint, an atomic step)
+        would lock every other process out of the database until it is resumed. On SQLite
+        this stops the worker, tries to take the write lock itself, and if it cannot, lets
+        the worker go on for a moment and tries again (bounded). PostgreSQL locks rows, not
+        the database: a plain ``pause()``.
+        """
+        if connection.vendor != "sqlite":
+            self.pause(proc)
+            return
+        for _ in range(tries):
+            self.pause(proc)
+            if sqlite_writable(connection.settings_dict["NAME"]):
+                return
+            self.resume(proc)
+            time.sleep(0.05)
+        raise AssertionError(f"worker {proc.pid} held a write each time it was stopped")
 
     def resume(self, proc: subprocess.Popen[bytes]) -> None:
         """SIGCONT a stopped worker."""
