@@ -21,8 +21,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.conftest import ON_POSTGRES, ROOT
+from tests.example_db import copied_example
 from tests.orphans import die_with_parent
-from tests.test_example_project import _database_url, _recreate, manage
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,28 +48,12 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-def example_environment(tmp_path: Path, scratch: str) -> Iterator[dict[str, str]]:
-    """Yield the environment of the example project on a fresh, migrated database: a
-    temporary SQLite file, or with ``DURABLE_TEST_DB=postgres`` the database ``scratch``."""
+def example_environment(template: str, tmp_path: Path, scratch: str) -> Iterator[dict[str, str]]:
+    """Yield the environment of the example project on a fresh copy of the session's
+    migrated database: a temporary SQLite file, or with ``DURABLE_TEST_DB=postgres`` the
+    database ``scratch``."""
     require_browser()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DURABLE_EXAMPLE_SQLITE")
-    }
-    env["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
-    if ON_POSTGRES:
-        _recreate(scratch, create=True)
-        env["DATABASE_URL"] = _database_url(scratch)
-    else:
-        env["DURABLE_EXAMPLE_SQLITE"] = str(tmp_path / f"{scratch}.sqlite3")
-    try:
-        migrate = manage(env, "migrate", "--noinput")
-        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-        yield env
-    finally:
-        if ON_POSTGRES:
-            _recreate(scratch, create=False)
+    yield from copied_example(template, tmp_path / f"{scratch}.sqlite3", scratch)
 
 
 class Processes:

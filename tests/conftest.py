@@ -28,6 +28,22 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"django-durable test database: {'PostgreSQL' if ON_POSTGRES else 'SQLite'}"
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controlling process cleans up once they are all done
+    from tests.example_db import drop_template
+
+    drop_template(session.config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def example_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The example project's database, migrated once for the session (``tests.example_db``)."""
+    from tests.example_db import migrated_template
+
+    return migrated_template(tmp_path_factory)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _stop_listeners(django_db_setup: Any) -> Iterator[None]:
     # LISTEN connections must be closed before the test database is dropped.

@@ -43,8 +43,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def desk_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    yield from example_environment(tmp_path, SCRATCH_DATABASE)
+def desk_env(example_template: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    yield from example_environment(example_template, tmp_path, SCRATCH_DATABASE)
 
 
 @pytest.fixture

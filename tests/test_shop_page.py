@@ -33,9 +33,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def shop_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def shop_env(example_template: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """Return the environment of the example project on a fresh, migrated database."""
-    yield from example_environment(tmp_path, SCRATCH_DATABASE)
+    yield from example_environment(example_template, tmp_path, SCRATCH_DATABASE)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Running the example project's scenarios (``manage.py demo NAME``) from the tests.
 
-Each test module gets the example project on a database of its own, migrated once: a
-temporary SQLite file, or with ``DURABLE_TEST_DB=postgres`` a scratch PostgreSQL database.
+Each test module gets the example project on a database of its own, a copy of the session's
+migrated one (``tests.example_db``): a temporary SQLite file, or with
+``DURABLE_TEST_DB=postgres`` a scratch PostgreSQL database.
 The scenarios run as a user runs them: ``manage.py demo NAME`` in a subprocess, with real
 ``run_workflow_worker`` processes; a scenario checks what its seed promises and the command
 exits with status 1 when one does not hold.
@@ -16,35 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ON_POSTGRES
-from tests.test_example_project import _database_url, _recreate, manage
+from tests.example_db import copied_example
+from tests.test_example_project import manage
 
 
 @pytest.fixture(scope="module")
 def demo_env(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    example_template: str,
 ) -> Iterator[dict[str, str]]:
     """Return the environment of the example project on a fresh, migrated database."""
     module = request.module.__name__.rsplit(".", 1)[-1]
-    scratch = f"durable_{module}_{os.getpid()}"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DURABLE_EXAMPLE_SQLITE")
-    }
-    env["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
-    if ON_POSTGRES:
-        _recreate(scratch, create=True)
-        env["DATABASE_URL"] = _database_url(scratch)
-    else:
-        env["DURABLE_EXAMPLE_SQLITE"] = str(tmp_path_factory.mktemp(module) / "example.sqlite3")
-    try:
-        migrate = manage(env, "migrate", "--noinput")
-        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
-        yield env
-    finally:
-        if ON_POSTGRES:
-            _recreate(scratch, create=False)
+    sqlite_path = tmp_path_factory.mktemp(module) / "example.sqlite3"
+    yield from copied_example(example_template, sqlite_path, f"durable_{module}_{os.getpid()}")
 
 
 def demo(
