@@ -158,9 +158,9 @@ def activity(runs: QuerySet[Run], now: datetime) -> list[Activity]:
     keys = {at: hour_counts.key(alias, generation, int(at.timestamp())) for at in hours}
     kept = hour_counts.read(list(keys.values()))
     missing = [at for at in hours if keys[at] not in kept]
-    parts = [_live(runs, hour, day, first), _live(runs, hour, last, None)]
+    parts = [_counted(runs, day, first, hour=hour), _counted(runs, last, None, hour=hour)]
     if missing:
-        parts.append(_by_hour(runs, missing[0], missing[-1] + HOUR))
+        parts.append(_counted(runs, missing[0], missing[-1] + HOUR, hour=None))
     table: dict[str, dict[str, dict[str, int]]] = {}
     counted: dict[datetime, list[tuple[str, str, int]]] = {at: [] for at in missing}
     started, *others = [q for pair in parts for q in pair]
@@ -179,50 +179,40 @@ def activity(runs: QuerySet[Run], now: datetime) -> list[Activity]:
     return sorted(rows, key=lambda row: (-_total(row.day), row.workflow))
 
 
-def _live(
-    runs: QuerySet[Run], hour: datetime, since: datetime, until: datetime | None
+def _counted(
+    runs: QuerySet[Run], since: datetime, until: datetime | None, *, hour: datetime | None
 ) -> tuple[QuerySet[Any], QuerySet[Any]]:
-    """Return the runs created, and completed or failed, from ``since`` until ``until``
-    (or now), per workflow: counted in all, and since ``hour``."""
-    # Typed: a bare NULL in the first queries of a UNION would be taken for text.
-    no_hour = Cast(Value(None), output_field=DateTimeField())
-    started = (
-        _between(runs, "created_at", since, until)
-        .values("workflow_name")
-        .annotate(what=Value("started"), at=no_hour)
-        .annotate(in_hour=_count("created_at", hour), in_day=Count("*"))
-        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+    """Return the counts of runs created (``what`` "started") and of runs completed or failed
+    (``what`` their status) from ``since`` until ``until``, as rows ``(workflow, what, at,
+    in_hour, in_day)``: with ``hour``, per workflow, ``in_hour`` counting those since
+    ``hour`` and ``at`` NULL; without, per workflow and hour ``at``, ``in_hour`` 0."""
+    return (
+        _counted_by(runs, "created_at", (), Value("started"), since, until, hour),
+        _counted_by(_finished(runs), "finished_at", ("status",), F("status"), since, until, hour),
     )
-    ended = (
-        _between(_finished(runs), "finished_at", since, until)
-        .values("workflow_name", "status")
-        .annotate(what=F("status"), at=no_hour)
-        .annotate(in_hour=_count("finished_at", hour), in_day=Count("*"))
-        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
-    )
-    return started, ended
 
 
-def _by_hour(
-    runs: QuerySet[Run], since: datetime, until: datetime
-) -> tuple[QuerySet[Any], QuerySet[Any]]:
-    """Return the runs created, and completed or failed, from ``since`` until ``until``,
-    per workflow and hour."""
-    started = (
-        _between(runs, "created_at", since, until)
-        .annotate(at=TruncHour("created_at", tzinfo=UTC))
-        .values("workflow_name", "at")
-        .annotate(what=Value("started"), in_hour=Value(0), in_day=Count("*"))
-        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
+def _counted_by(
+    runs: QuerySet[Run],
+    column: str,
+    group: tuple[str, ...],
+    what: Value | F,
+    since: datetime,
+    until: datetime | None,
+    hour: datetime | None,
+) -> QuerySet[Any]:
+    runs = _between(runs, column, since, until)
+    if hour is None:
+        runs = runs.annotate(at=TruncHour(column, tzinfo=UTC))
+        grouped = runs.values("workflow_name", *group, "at").annotate(what=what, in_hour=Value(0))
+    else:
+        # Typed: a bare NULL in the first queries of a UNION would be taken for text.
+        no_hour = Cast(Value(None), output_field=DateTimeField())
+        grouped = runs.values("workflow_name", *group).annotate(what=what, at=no_hour)
+        grouped = grouped.annotate(in_hour=_count(column, hour))
+    return grouped.annotate(in_day=Count("*")).values_list(
+        "workflow_name", "what", "at", "in_hour", "in_day"
     )
-    ended = (
-        _between(_finished(runs), "finished_at", since, until)
-        .annotate(at=TruncHour("finished_at", tzinfo=UTC))
-        .values("workflow_name", "status", "at")
-        .annotate(what=F("status"), in_hour=Value(0), in_day=Count("*"))
-        .values_list("workflow_name", "what", "at", "in_hour", "in_day")
-    )
-    return started, ended
 
 
 def _finished(runs: QuerySet[Run]) -> QuerySet[Run]:
