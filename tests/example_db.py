@@ -24,21 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ON_POSTGRES
-from tests.test_example_project import _database_url, _postgres, manage
+from tests.test_example_project import _database_url, _recreate, manage, manage_environment
 
 TEMPLATE_FILE = "example-template.sqlite3"
-
-
-def example_environment() -> dict[str, str]:
-    """Return this process's environment for the example's ``manage.py`` (not the tests')."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "DURABLE_EXAMPLE_SQLITE")
-    }
-    # pytest-django exported the tests' settings; manage.py would keep them.
-    env["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
-    return env
 
 
 def session_dir(basetemp: Path) -> Path:
@@ -61,19 +49,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _admin_sql(*statements: str) -> None:
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    with psycopg.connect(make_conninfo(**_postgres("postgres")), autocommit=True) as conn:
-        for statement in statements:
-            conn.execute(statement.encode())
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _migrate(env: dict[str, str]) -> None:
     migrate = manage(env, "migrate", "--noinput")
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
@@ -88,18 +63,15 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
             name = template_name(shared)
             ready = shared / f"{name}.ready"
             if not ready.exists():
-                _admin_sql(
-                    f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)",
-                    f"CREATE DATABASE {_quoted(name)}",
-                )
-                _migrate({**example_environment(), "DATABASE_URL": _database_url(name)})
+                _recreate(name, create=True)
+                _migrate({**manage_environment(), "DATABASE_URL": _database_url(name)})
                 ready.touch()
             return name
         path = shared / TEMPLATE_FILE
         if not path.exists():
             building = shared / f"building-{TEMPLATE_FILE}"
             building.unlink(missing_ok=True)
-            _migrate({**example_environment(), "DURABLE_EXAMPLE_SQLITE": str(building)})
+            _migrate({**manage_environment(), "DURABLE_EXAMPLE_SQLITE": str(building)})
             building.rename(path)
         return str(path)
 
@@ -107,23 +79,20 @@ def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> str:
 def copied_example(template: str, sqlite_path: Path, scratch: str) -> Iterator[dict[str, str]]:
     """Yield the example's environment on a fresh copy of ``template``: the file
     ``sqlite_path`` on SQLite, the database ``scratch`` on PostgreSQL (dropped afterwards)."""
-    env = example_environment()
+    env = manage_environment()
     if not ON_POSTGRES:
         shutil.copyfile(template, sqlite_path)
         yield {**env, "DURABLE_EXAMPLE_SQLITE": str(sqlite_path)}
         return
-    _admin_sql(
-        f"DROP DATABASE IF EXISTS {_quoted(scratch)} WITH (FORCE)",
-        f"CREATE DATABASE {_quoted(scratch)} TEMPLATE {_quoted(template)}",
-    )
+    _recreate(scratch, create=True, template=template)
     try:
         yield {**env, "DATABASE_URL": _database_url(scratch)}
     finally:
-        _admin_sql(f"DROP DATABASE IF EXISTS {_quoted(scratch)} WITH (FORCE)")
+        _recreate(scratch, create=False)
 
 
 def drop_template(basetemp: Path) -> None:
     """Drop the session's PostgreSQL template, if it made one (the controlling process)."""
     name = template_name(basetemp)
     if ON_POSTGRES and (basetemp / f"{name}.ready").exists():
-        _admin_sql(f"DROP DATABASE IF EXISTS {_quoted(name)} WITH (FORCE)")
+        _recreate(name, create=False)

@@ -38,8 +38,9 @@ def _postgres(dbname: str) -> dict[str, str]:
     }
 
 
-def _recreate(name: str, *, create: bool) -> None:
-    """Drop the scratch database (closing its connections), and create it afresh."""
+def _recreate(name: str, *, create: bool, template: str | None = None) -> None:
+    """Drop the scratch database (closing its connections), and create it afresh (a copy of
+    the database ``template``, when given)."""
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
@@ -49,7 +50,10 @@ def _recreate(name: str, *, create: bool) -> None:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
         if create:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template is not None:
+                statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            conn.execute(statement)
 
 
 def _database_url(name: str) -> str:
@@ -60,9 +64,8 @@ def _database_url(name: str) -> str:
     return f"postgres://{credentials}@{params['host']}:{params['port']}/{name}"
 
 
-@pytest.fixture
-def example_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """Return the environment of ``manage.py`` on a fresh database for the example."""
+def manage_environment() -> dict[str, str]:
+    """Return this process's environment for the example's ``manage.py`` (not the tests')."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -70,6 +73,13 @@ def example_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     # pytest-django exported the tests' settings; manage.py would keep them.
     env["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
+    return env
+
+
+@pytest.fixture
+def example_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Return the environment of ``manage.py`` on a fresh database for the example."""
+    env = manage_environment()
     if not ON_POSTGRES:
         yield {**env, "DURABLE_EXAMPLE_SQLITE": str(tmp_path / "example.sqlite3")}
         return
