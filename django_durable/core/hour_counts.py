@@ -51,8 +51,18 @@ def changed(alias: str) -> None:
 
 
 def _next_generation(alias: str) -> None:
+    # One atomic step of the cache (incr), not a read and a write: two processes noting a
+    # change at once would both write the same next number, and a page drawn between them
+    # would keep counts one of the changes made stale. The first change of all adds the key;
+    # if another process added it first, incr moves it on. (Django's database cache reads
+    # and writes in incr: there two changes at the same instant may count as one.)
+    key = _generation_key(alias)
     try:
-        cache.set(_generation_key(alias), generation(alias) + 1, None)
+        try:
+            cache.incr(key)
+        except ValueError:  # no generation yet
+            if not cache.add(key, 1, None):
+                cache.incr(key)
     except Exception:
         logger.warning("django-durable: the cache failed to note a change", exc_info=True)
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.urls import reverse
 from django.utils import timezone
 
@@ -258,6 +259,40 @@ def test_whole_past_hours_are_read_once_and_kept_until_old_runs_change(
     assert _shown(figures.dashboard(now), "day")["orders.checkout", "started"] == 5
 
 
+@pytest.mark.parametrize("before", [None, 7])
+def test_two_changes_committed_together_both_move_the_generation_on(monkeypatch, before):
+    """Two processes that note a change at the same moment each move the generation on. A
+    bump that reads the number and then writes it plus one lets both write the same number
+    (held here at the instant between the two, where a busy server can stop either)."""
+    key = hour_counts._generation_key("default")
+    cache.delete(key)
+    if before is not None:
+        cache.set(key, before, None)
+    backend = type(caches["default"])  # each thread has its own instance of it
+    read = backend.get
+    both_have_read = threading.Barrier(2)
+
+    def read_then_wait(self, *args, **kwargs):
+        value = read(self, *args, **kwargs)
+        try:
+            both_have_read.wait(timeout=2)
+        except threading.BrokenBarrierError:
+            pass
+        return value
+
+    monkeypatch.setattr(backend, "get", read_then_wait)
+    bumps = [
+        threading.Thread(target=hour_counts._next_generation, args=("default",))
+        for _ in range(2)
+    ]
+    for bump in bumps:
+        bump.start()
+    for bump in bumps:
+        bump.join()
+    monkeypatch.undo()
+    assert hour_counts.generation("default") == (before or 0) + 2
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_failed_run_retried_or_pruned_leaves_the_day_at_once():
     now = timezone.now()
@@ -302,7 +337,7 @@ def test_a_cache_that_fails_costs_the_shortcut_only(runs, now, monkeypatch, capl
     def broken(*args, **kwargs):
         raise ConnectionError("the cache server is down")
 
-    for name in ("get", "get_many", "set_many", "set"):
+    for name in ("get", "get_many", "set_many", "set", "incr", "add"):
         monkeypatch.setattr(cache, name, broken)
     board = figures.dashboard(now)
     assert _shown(board, "day") == _counted(now, figures.DAY)
