@@ -282,26 +282,20 @@ class WorkerPool:
             time.sleep(0.05)
         return kills
 
-    def pause(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGSTOP a worker and wait until it is stopped: it stalls, holding what it held."""
-        os.kill(proc.pid, signal.SIGSTOP)
-        wait_for(lambda: process_state(proc.pid) == "T", 10, f"worker {proc.pid} stopped")
-
-    def pause_holding_no_write(self, proc: subprocess.Popen[bytes], tries: int = 50) -> None:
-        """SIGSTOP a worker at a moment it holds no write lock, and wait until it is stopped.
+    def pause(self, proc: subprocess.Popen[bytes], tries: int = 50) -> None:
+        """SIGSTOP a worker and wait until it is stopped: it stalls, holding what it held,
+        except a write lock on SQLite.
 
         SQLite has one writer: a worker frozen inside a write (a checkpoint, an atomic step)
-        would lock every other process out of the database until it is resumed. On SQLite
-        this stops the worker, tries to take the write lock itself, and if it cannot, lets
-        the worker go on for a moment and tries again (bounded). PostgreSQL locks rows, not
-        the database: a plain ``pause()``.
+        would lock every other process out of the database until it is resumed, which no
+        real stall does to PostgreSQL. So on SQLite this stops the worker, tries to take the
+        write lock itself, and if it cannot, lets the worker go on for a moment and tries
+        again (bounded). PostgreSQL locks rows, not the database: one stop.
         """
-        if connection.vendor != "sqlite":
-            self.pause(proc)
-            return
         for _ in range(tries):
-            self.pause(proc)
-            if sqlite_writable(connection.settings_dict["NAME"]):
+            os.kill(proc.pid, signal.SIGSTOP)
+            wait_for(lambda: process_state(proc.pid) == "T", 10, f"worker {proc.pid} stopped")
+            if connection.vendor != "sqlite" or sqlite_writable(connection.settings_dict["NAME"]):
                 return
             self.resume(proc)
             time.sleep(0.05)

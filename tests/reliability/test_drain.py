@@ -94,9 +94,8 @@ def test_a_run_handed_back_on_sigterm_is_resumed_at_once_by_an_idle_worker(worke
     proc = draining.slots[0]
     wait_for(lambda: Run.objects.filter(status=RunStatus.RUNNING).count() == CONCURRENCY, 60)
     # Frozen while the idle worker starts (seconds on a loaded machine): the runs must still
-    # have steps left when the signal comes. The 30 s lease outlasts the freeze. Never frozen
-    # inside a write: on SQLite that would lock the idle worker out of the database.
-    draining.pause_holding_no_write(proc)
+    # have steps left when the signal comes. The 30 s lease outlasts the freeze.
+    draining.pause(proc)
     idle = worker_pool(1, *args).start()
     idle.wait_registered()
     time.sleep(1.0)  # let it finish starting up and go idle

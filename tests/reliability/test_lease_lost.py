@@ -19,7 +19,6 @@ second worker finishes the run.
 from __future__ import annotations
 
 import datetime as dt
-import time
 from pathlib import Path
 
 import pytest
@@ -53,21 +52,9 @@ def taken_over(run_id: str) -> bool:
 
 
 def freeze_until_taken_over(pool: WorkerPool, proc, run_id: str) -> None:
-    """SIGSTOP ``proc`` until another worker claimed the run.
-
-    A process stopped while it holds a database lock (SQLite) would block the takeover:
-    then let it go for a moment and stop it again (bounded).
-    """
-    for _ in range(3):
-        pool.pause(proc)
-        try:
-            wait_for(lambda: taken_over(run_id), 30, "takeover")
-        except AssertionError:
-            pool.resume(proc)
-            time.sleep(0.2)
-            continue
-        return
-    raise AssertionError(f"the run was never taken over\n{pool.logs()}")
+    """SIGSTOP ``proc`` until another worker claimed the run."""
+    pool.pause(proc)
+    wait_for(lambda: taken_over(run_id), 30, "takeover")
 
 
 def wait_for_beats(worker_id: str, count: int) -> None:
