@@ -100,16 +100,27 @@ def page_summary(run: Run) -> display.RunSummary:
 _SHORT_ID = re.compile(r"[0-9a-f]{12}")
 
 
+_EXACT_MATCHES = 20  # runs named exactly (id, short id, key) a search keeps, at most
+
+
 def search_runs(queryset: QuerySet[Run], term: str) -> QuerySet[Run]:
     """Return the runs ``term`` names: by id (whole or short), idempotency key, owner's
-    username, or a registered workflow whose name contains it; each through an index."""
-    query = Q(idempotency_key=term)
+    username, or a registered workflow whose name contains it; each through an index.
+
+    The runs named exactly are looked up first, apart: in one OR with the workflow names,
+    a search by a workflow's name would read each run's row to test its key, where the
+    list's count of those runs needs the workflow index alone.
+    """
+    exact = Q(idempotency_key=term)
     short = term.removeprefix("…").strip().lower()
     with contextlib.suppress(ValueError):
-        query |= Q(pk=uuid.UUID(term))
+        exact |= Q(pk=uuid.UUID(term))
+    probe = queryset
     if _SHORT_ID.fullmatch(short):  # the end of the id, as the list shows it
-        queryset = queryset.alias(short_id=SHORT_ID)
-        query |= Q(short_id=short)
+        probe = probe.alias(short_id=SHORT_ID)
+        exact |= Q(short_id=short)
+    named = list(probe.filter(exact).values_list("pk", flat=True)[:_EXACT_MATCHES])
+    query = Q(pk__in=named) if named else Q()
     names = [name for name in registered_workflows() if term.lower() in name.lower()]
     if names:
         query |= Q(workflow_name__in=names)
@@ -118,4 +129,6 @@ def search_runs(queryset: QuerySet[Run], term: str) -> QuerySet[Run]:
     owner_ids = list(owners.values_list("pk", flat=True)[:10])
     if owner_ids:
         query |= Q(owner__in=owner_ids)
+    if not query:
+        return queryset.none()
     return queryset.filter(query)

@@ -3,6 +3,7 @@ escaping, and its queries (one per figure, however many runs and workflows)."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import re
 import threading
@@ -274,16 +275,13 @@ def test_two_changes_committed_together_both_move_the_generation_on(monkeypatch,
 
     def read_then_wait(self, *args, **kwargs):
         value = read(self, *args, **kwargs)
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             both_have_read.wait(timeout=2)
-        except threading.BrokenBarrierError:
-            pass
         return value
 
     monkeypatch.setattr(backend, "get", read_then_wait)
     bumps = [
-        threading.Thread(target=hour_counts._next_generation, args=("default",))
-        for _ in range(2)
+        threading.Thread(target=hour_counts._next_generation, args=("default",)) for _ in range(2)
     ]
     for bump in bumps:
         bump.start()

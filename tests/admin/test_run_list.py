@@ -120,6 +120,37 @@ def test_search_by_the_short_id_the_list_shows_and_the_full_id(superuser, client
     assert searched(client, found, f"  {found['other']}  ") == {"other"}
 
 
+def test_a_term_that_is_a_key_and_part_of_a_workflow_name_finds_both(superuser, client, found):
+    found["keyed sleep"] = wf.add.using(idempotency_key="sleep").start(5, 6).id
+    assert searched(client, found, "sleep") == {"sleeper", "keyed sleep"}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's plans")
+def test_a_search_by_a_workflow_name_is_counted_from_an_index_alone(
+    superuser, client, found, monkeypatch
+):
+    """With a million runs of a workflow, reading each row to test its key (or id) is what
+        made the search's count slow: an index that holds the workflow's name (which one is the
+    planner's choice) must answer it alone."""
+    monkeypatch.setattr(EstimatedPaginator, "EXACT_UP_TO", 3)
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("SET enable_bitmapscan = off")
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                page(client.get(CHANGELIST, {"q": "sleep"}))
+            counts = [q["sql"] for q in queries if q["sql"].upper().startswith("SELECT COUNT(")]
+            assert counts
+            for sql in counts:
+                cursor.execute(f"EXPLAIN {sql}")
+                plan = "\n".join(row[0] for row in cursor.fetchall())
+                scans = [line for line in plan.splitlines() if " on durable_run" in line]
+                assert scans and all("Index Only Scan using durable_run_" in x for x in scans), plan
+        finally:
+            cursor.execute("RESET enable_seqscan")
+            cursor.execute("RESET enable_bitmapscan")
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="reads PostgreSQL's plans")
 def test_each_search_goes_through_an_index(superuser, client, found):
     with connection.cursor() as cursor:
