@@ -130,7 +130,7 @@ def test_a_search_by_a_workflow_name_is_counted_from_an_index_alone(
     superuser, client, found, monkeypatch
 ):
     """With a million runs of a workflow, reading each row to test its key (or id) is what
-        made the search's count slow: an index that holds the workflow's name (which one is the
+    made the search's count slow: an index that holds the workflow's name (which one is the
     planner's choice) must answer it alone."""
     monkeypatch.setattr(EstimatedPaginator, "EXACT_UP_TO", 3)
     with connection.cursor() as cursor:
