@@ -138,3 +138,39 @@ def test_a_test_clock_skip_ends_the_lease_it_vouches_for():
     with time_machine() as machine:
         machine.skip(31)
         assert entry.lease_left() <= 0
+
+
+class _CountedCondition(threading.Condition):
+    """A condition that counts how often the start-marks thread wakes from waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wakes = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        woke = super().wait(timeout)
+        if threading.current_thread().name == "durable-start-marks":
+            self.wakes += 1
+        return woke
+
+
+@override_settings(DJANGO_DURABLE={"RECORD_STEP_START_AFTER": 30})
+def test_quick_bodies_do_not_wake_the_start_record_thread_each(starts, monkeypatch):
+    """The thread that writes the start records of long bodies sleeps through quick ones:
+    it is woken for the first mark and then only when a mark comes due, never once a step
+    (a context switch and a turn of its loop for nothing)."""
+    made: list[startmarks.StartMarks] = []
+    real_init = startmarks.StartMarks.__init__
+
+    def counted_init(self: startmarks.StartMarks, **kwargs: Any) -> None:
+        real_init(self, **kwargs)
+        self.cond = _CountedCondition()
+        made.append(self)
+
+    monkeypatch.setattr(startmarks.StartMarks, "__init__", counted_init)
+    handle = wf.counted.start(40)
+    Worker(concurrency=1, burst=True, lease_seconds=120).run()
+    assert handle.result(timeout=1) == sum(range(40))
+    assert starts == []
+    [marks] = made
+    assert marks.cond.wakes <= 2, f"the thread woke {marks.cond.wakes} times for 40 quick steps"
