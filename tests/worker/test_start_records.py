@@ -188,3 +188,18 @@ def test_quick_bodies_do_not_wake_the_start_record_thread_each(starts, monkeypat
     assert starts == []
     [marks] = made
     assert marks.cond.wakes <= 2, f"the thread woke {marks.cond.wakes} times for 40 quick steps"
+
+
+def test_the_lease_vouched_for_covers_the_delay_and_the_slack():
+    """A long body's record may be written up to ``SLACK`` of the delay late: the lease the
+    worker vouches for must last that long too, or a takeover could come before it."""
+    asked: list[float] = []
+
+    def vouch(run_id: uuid.UUID, seconds: float) -> bool:
+        asked.append(seconds)
+        return False
+
+    marks = startmarks.StartMarks(delay=2.0, alias="default", vouch=vouch)
+    claim = Claim(uuid.uuid4(), "w", "{}", 1, 1, "default", None, clock.now())
+    assert marks.defer(claim, 0, "step", "s0") is None  # not vouched for: written first
+    assert asked == [pytest.approx(2.0 * (1 + startmarks.SLACK))]
