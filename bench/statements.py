@@ -1,11 +1,12 @@
 """Statements per step: what the worker sends PostgreSQL for W1 and W2, counted exactly.
 
-One in-process worker (``Worker(concurrency=1, burst=True)``, the same code
-``run_workflow_worker`` runs) executes W1's runs (10 trivial steps each) and then W2's
-(one step each) on a fresh database, while every statement sent through psycopg (Django's
-own and the store's prepared ones) is counted by its text. Prints per step and per run:
-statements, and those that write (``INSERT``/``UPDATE``/``DELETE``, and the claim), and the
-statements by kind. Counting, not timing: the figures do not depend on the machine.
+One in-process worker (``Worker(concurrency=1)`` serving in a thread, the same code
+``run_workflow_worker`` runs, stopped once every run completed) executes W1's runs (10
+trivial steps each) and then W2's (one step each) on a fresh database, while every
+statement sent through psycopg (Django's own and the store's prepared ones) is counted by
+its text. Prints per step and per run: statements, and those that write
+(``INSERT``/``UPDATE``/``DELETE``, and the claim), and the statements by kind. Counting,
+not timing: the figures do not depend on the machine.
 
     python -m bench.statements --dsn postgresql://postgres@127.0.0.1:5432/bench_statements
 
@@ -19,6 +20,8 @@ import collections
 import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ KINDS = (
     ("WITH cand AS", "claim"),
     ("SELECT workflow_name, flow_key", "claim: keys at their limit"),
     ("WITH changed AS (UPDATE durable_run SET claimed_by", "run outcome"),
+    ("WITH outcome AS (UPDATE durable_run", "run outcome and the next claim"),
 )
 
 
@@ -80,10 +84,20 @@ def measure(counter: Counter, workflow: str, runs: int, steps: int) -> dict[str,
             durable.start(workflow, kwargs=kwargs)
     counter.kinds.clear()
     counter.on = True
-    Worker(concurrency=1, burst=True).run()
+    # Serving, as run_workflow_worker does (burst mode hands every claim to the loop, and
+    # its thread never stores an outcome with the next claim).
+    worker = Worker(concurrency=1, poll_interval=0.5)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    deadline = time.monotonic() + 600
+    while Run.objects.exclude(status="completed").exists():  # counted as "other"
+        if time.monotonic() > deadline or not thread.is_alive():
+            worker.request_stop()
+            raise RuntimeError("some runs did not complete")
+        time.sleep(0.2)
     counter.on = False
-    if Run.objects.exclude(status="completed").exists():
-        raise RuntimeError("some runs did not complete")
+    worker.request_stop()
+    thread.join(60)
     total = sum(counter.kinds.values())
     # The worker's own rounds (registering, maintenance, stopping) are not per run.
     per_run_kinds = {k: v for k, v in counter.kinds.items() if not k.startswith("other")}

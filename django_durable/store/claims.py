@@ -104,6 +104,68 @@ def claim_runs(
             rows = execute(d, sql, params).rows
     else:
         rows = execute(d, sql, params).rows
+    return _claims_of(d, rows, keys_left, local_now, read_at, alias)
+
+
+def finish_and_claim(
+    finished: Claim,
+    values: dict[str, Any],
+    *,
+    worker_id: str,
+    queues: Sequence[str],
+    lease_seconds: float,
+    exclude: Iterable[uuid.UUID],
+    workflows: Sequence[str],
+    keys_left: Callable[[], None] | None = None,
+    alias: str | None = None,
+) -> tuple[bool, list[Claim]]:
+    """Store a run's last outcome and claim the next run, in one statement (PostgreSQL).
+
+    ``values`` are applied as ``update_claimed_run(finished, values, notify="run")`` would,
+    fenced the same way; the claim is ``claim_runs(limit=1, probe_keys=False)``'s, which
+    takes no run under a per-key limit. Return whether the outcome was stored, and the
+    claim. The two share the statement's snapshot, so the claim cannot see the outcome:
+    it never needs to (the finished run is not ready, and it freed no key's slot, as the
+    claim takes no keyed run). One round trip and one commit less per run than the two
+    statements, for the worker whose slots are all busy (``Worker.process``).
+    """
+    d = dialect(alias)
+    params: dict[str, Any] = {"worker": worker_id, "limit": 1}
+    excluded = [d.store_uuid(run_id) for run_id in exclude]
+    claim = _claim_sql(
+        d,
+        params,
+        queues,
+        excluded,
+        workflows,
+        lease_seconds,
+        report_keys=keys_left is not None,
+        keyed=False,
+    )
+    update = _update_sql(d, finished, values, params)
+    params["channel"] = get_settings().NOTIFY_CHANNEL
+    stored = ", ".join(["NULL", "''"] + ["NULL"] * (_ROW_WIDTH - 2))
+    sql = (
+        f"WITH outcome AS ({update} RETURNING id), "
+        "told AS (SELECT pg_notify(%(channel)s, 'r:' || id::text) FROM outcome), "
+        f"{claim.removeprefix('WITH ')} UNION ALL SELECT {stored} FROM told"
+    )
+    local_now, read_at = clock.now(), clock.monotonic()
+    rows = execute(d, sql, params).rows
+    claimed = [row for row in rows if row[0] is not None or row[1] != ""]
+    was_stored = len(claimed) < len(rows)
+    return was_stored, _claims_of(d, claimed, keys_left, local_now, read_at, alias)
+
+
+def _claims_of(
+    d: Dialect,
+    rows: list[tuple[Any, ...]],
+    keys_left: Callable[[], None] | None,
+    local_now: datetime,
+    read_at: float,
+    alias: str | None,
+) -> list[Claim]:
+    """Return the claims of the rows a claim statement returned (see ``claim_runs``)."""
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
     if d.pg:
         read_at = clock.monotonic()
@@ -286,7 +348,18 @@ def update_claimed_run(
     workers of its queue (PostgreSQL NOTIFY, delivered on commit).
     """
     d = dialect(alias)
-    params: dict[str, Any] = {"run": d.store_uuid(claim.run_id), "token": claim.token}
+    params: dict[str, Any] = {}
+    sql = _update_sql(d, claim, values, params)
+    if d.pg and notify:
+        payload = "'r:' || id::text" if notify == "run" else "'q:' || queue"
+        sql = notifying(d, f"{sql} RETURNING id, queue", payload, params)
+        return len(execute(d, sql, params).rows) == 1
+    return execute(d, sql, params).rowcount == 1
+
+
+def _update_sql(d: Dialect, claim: Claim, values: dict[str, Any], params: dict[str, Any]) -> str:
+    """Return the fenced ``UPDATE`` of ``update_claimed_run``, its parameters put in ``params``."""
+    params.update(run=d.store_uuid(claim.run_id), token=claim.token)
     sets = []
     for column, value in values.items():
         if value is NOW:
@@ -300,15 +373,10 @@ def update_claimed_run(
         params[f"v_{column}"] = value
         sql_type = "jsonb" if column in _JSON_COLUMNS else None
         sets.append(f"{column} = {d.param(f'v_{column}', sql_type)}")
-    sql = (
+    return (
         f"UPDATE durable_run SET {', '.join(sets)} "
         "WHERE id = %(run)s AND lease_token = %(token)s AND status = 'running'"
     )
-    if d.pg and notify:
-        payload = "'r:' || id::text" if notify == "run" else "'q:' || queue"
-        sql = notifying(d, f"{sql} RETURNING id, queue", payload, params)
-        return len(execute(d, sql, params).rows) == 1
-    return execute(d, sql, params).rowcount == 1
 
 
 def released_values() -> dict[str, Any]:

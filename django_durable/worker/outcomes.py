@@ -43,8 +43,18 @@ class OutcomeStore:
         self._hint_wake = hint_wake
         self._give_up = give_up
 
-    def store(self, claim: Claim, outcome: Outcome) -> None:
-        """Write the outcome with a fenced update (and delete rewound records)."""
+    def store(
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        *,
+        fold: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
+        """Write the outcome with a fenced update (and delete rewound records).
+
+        ``fold``, if given, stores a final outcome that touches no other run in its stead
+        (and claims the next run in the same statement: ``Worker._folding``).
+        """
         ended = {**released_values(), "wake_at": None, "wake_on": None, "waiting_for": ""}
         kind = outcome.kind
         if kind == "abandoned":
@@ -63,7 +73,7 @@ class OutcomeStore:
                 "error": outcome.error,
                 "finished_at": NOW,
             }
-            stored = self._finish(claim, values, children=outcome.children)
+            stored = self._finish(claim, values, children=outcome.children, fold=fold)
         elif kind == "released":
             values = {**ended, "status": RunStatus.PENDING, "available_at": NOW}
             stored = claims.update_claimed_run(claim, values, notify="queue", alias=self.alias)
@@ -92,9 +102,18 @@ class OutcomeStore:
                 _said(outcome.error),
             )
 
-    def _finish(self, claim: Claim, values: dict[str, Any], *, children: bool) -> bool:
+    def _finish(
+        self,
+        claim: Claim,
+        values: dict[str, Any],
+        *,
+        children: bool,
+        fold: Callable[[dict[str, Any]], bool] | None,
+    ) -> bool:
         """End a run for good; wake its parent if it waits for it; close its children."""
         if claim.parent_id is None and not children:  # one statement: nothing else to touch
+            if fold is not None:
+                return fold(values)
             return claims.update_claimed_run(claim, values, notify="run", alias=self.alias)
         with transaction.atomic(using=self.alias):
             d = dialect(self.alias)

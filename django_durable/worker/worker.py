@@ -128,6 +128,10 @@ class Worker:
         # The last claim filled every free slot: more may be ready, claim when one frees.
         self._saturated = False
         self._db_offset = timedelta(0)  # database time minus local time, from the last claim
+        # While run()'s execution threads go on from run to run (next_here): the claim an
+        # outcome's statement made for the thread that stored it (see _folding), by run.
+        self._follows = False
+        self._folded: dict[uuid.UUID, list[Claim]] = {}
         # PostgreSQL's LISTEN connection (None on SQLite): wakes the loop, hears cancels.
         self._listener = get_listener(self.alias)
         self._outcomes = OutcomeStore(
@@ -186,6 +190,10 @@ class Worker:
             keys_left=self._saw_keys_left,
             alias=self.alias,
         )
+        return self._took(claims, began, skipped)
+
+    def _took(self, claims: list[Claim], began: float, skipped: float) -> list[Claim]:
+        """Mark ``claims`` (claimed by a statement begun at ``began``) in flight here."""
         with self._lock:
             for claim in claims:
                 entry = self._inflight[claim.run_id] = InFlight(claim)
@@ -227,7 +235,12 @@ class Worker:
                     marker=self._marker,
                 )
                 span.outcome(outcome.kind)
-                self._outcomes.store(claim, outcome)
+                fold = self._folding(claim)
+                try:
+                    self._outcomes.store(claim, outcome, fold=fold)
+                finally:
+                    if fold is not None:
+                        fold.release()
             return outcome
         except Exception:
             logger.exception("Worker %s could not execute run %s", self.id, claim.run_id)
@@ -255,6 +268,12 @@ class Worker:
         between one run's outcome and the next run's first step. Draining and burst mode
         leave it to the loop, which counts the runs in flight. Never raises.
         """
+        with self._lock:
+            folded = self._folded.pop(done.run_id, None)
+        if folded is not None:  # claimed by the statement that stored done's outcome
+            if not folded:
+                self._saturated = False  # nothing more was ready
+            return folded[0] if folded else None
         if not self._may_claim_after(done):
             return None
         if self._draining.is_set() or self.burst:
@@ -269,6 +288,27 @@ class Worker:
         if room and not claims:
             self._saturated = False  # nothing more was ready
         return claims[0] if claims else None
+
+    def _folding(self, claim: Claim) -> _Fold | None:
+        """Return how ``claim``'s final outcome may claim the next run in its own statement
+        (``claims.finish_and_claim``), a slot reserved for it; or ``None``.
+
+        Only where the thread would claim right after the outcome (``next_here``) and the
+        claim is the plain one: PostgreSQL with a listener, slots all busy, no queue under
+        limits, no keyed runs said to be left (their look is a round trip of its own). The
+        executing thread's own run counts as ended: its slot is the one the claim fills.
+        """
+        if not self._follows or self._listener is None or not self._may_claim_after(claim):
+            return None
+        if self.burst or self._draining.is_set() or self._keys_left:
+            return None
+        if any(queue_limits(name) is not None for name in self.queues):
+            return None
+        with self._lock:
+            if self.concurrency - (len(self._inflight) - 1) - self._reserved < 1:
+                return None
+            self._reserved += 1
+        return _Fold(self, claim)
 
     def _claim_free(self, most: int) -> tuple[int, list[Claim]]:
         """Claim at most ``most`` runs into free slots; return the room there was, and them.
@@ -419,6 +459,7 @@ class Worker:
         threads = ExecutionThreads(
             self.concurrency, self.process, follow=self.next_here, worker_id=self.id
         )
+        self._follows = True
         threads.start()
         logger.info(
             "Worker %s serving %s with concurrency %d", self.id, self.queues, self.concurrency
@@ -433,6 +474,7 @@ class Worker:
                 listener.unsubscribe(keys, self._wake.set)
                 listener.unsubscribe(trigger_keys, self._maintain_soon)
             heartbeat.stop()
+            self._follows = False
             threads.stop(join=clean)
             marker, self._marker = self._marker, None
             if marker is not None:
@@ -528,3 +570,48 @@ class Worker:
             mark_stopped(self.id, alias=self.alias)
         except _DB_ERRORS:
             logger.warning("Worker %s could not record that it stopped", self.id)
+
+
+class _Fold:
+    """A run's final outcome stored by the statement that claims the next run (one slot
+    reserved for it): ``OutcomeStore`` calls it with the outcome's values."""
+
+    def __init__(self, worker: Worker, finished: Claim) -> None:
+        self._worker = worker
+        self._finished = finished
+        self._reserved = True
+
+    def __call__(self, values: dict[str, Any]) -> bool:
+        worker = self._worker
+        with worker._lock:
+            exclude = list(worker._inflight)
+        workflows = sorted(registered_workflows())
+        if not workflows:  # nothing this worker could claim (its code was unregistered)
+            with worker._lock:
+                worker._folded[self._finished.run_id] = []
+            return claims.update_claimed_run(
+                self._finished, values, notify="run", alias=worker.alias
+            )
+        began, skipped = time.monotonic(), clock.skipped()
+        stored, claimed = claims.finish_and_claim(
+            self._finished,
+            values,
+            worker_id=worker.id,
+            queues=worker.queues,
+            lease_seconds=worker.lease_seconds,
+            exclude=exclude,
+            workflows=workflows,
+            keys_left=worker._saw_keys_left,
+            alias=worker.alias,
+        )
+        claimed = worker._took(claimed, began, skipped)
+        with worker._lock:
+            worker._folded[self._finished.run_id] = claimed
+        return stored
+
+    def release(self) -> None:
+        """Give the reserved slot back (the claim, if any, is in flight by now)."""
+        if self._reserved:
+            self._reserved = False
+            with self._worker._lock:
+                self._worker._reserved -= 1
