@@ -15,7 +15,7 @@ import uuid
 from django.db import connections
 
 from ..core import clock
-from ..store.claims import extend_leases
+from ..store.leases import extend_leases
 from .inflight import InFlight
 from .presence import mark_seen
 

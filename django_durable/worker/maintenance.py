@@ -11,7 +11,7 @@ from ..core.statuses import RunStatus
 from ..orchestration.schedules import dispatch_due_schedules
 from ..orchestration.triggers import dispatch_triggers
 from ..store import announce
-from ..store.claims import recover_expired_runs, wake_due_runs
+from ..store.leases import recover_expired_runs, wake_due_runs
 from ..store.records import Recovered
 
 logger = logging.getLogger("django_durable")

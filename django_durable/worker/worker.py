@@ -33,8 +33,9 @@ from ..exceptions import Cancelled, LeaseLost, SuspendRun
 from ..orchestration.schedules import sync_code_schedules
 from ..orchestration.triggers import notify_keys
 from ..store import announce, claims
-from ..store.claims import cancel_reason, release_worker_runs
+from ..store.claims import cancel_reason
 from ..store.dialect import NOW
+from ..store.leases import release_worker_runs
 from ..store.notify import get_listener
 from ..store.offloop import call_off_loop
 from ..store.records import Claim

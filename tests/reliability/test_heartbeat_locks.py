@@ -23,7 +23,7 @@ from django.db import connection
 import django_durable as durable
 from django_durable import Worker
 from django_durable.models import Run, RunStatus
-from django_durable.store import claims as store_claims
+from django_durable.store import leases
 from django_durable.worker.heartbeat import Heartbeat
 from tests.conftest import ON_POSTGRES, wait_for
 from tests.reliability._races import Holder, LockWatch, Racer
@@ -62,7 +62,7 @@ def test_renewal_skips_a_locked_row_and_renews_the_others():
     with held_row(second.id):
         # In a thread of its own, so that a renewal that waited for the lock would not hang
         # the test: it would still be waiting when the lock is let go below.
-        renewing = Racer("renewal", lambda: store_claims.extend_leases(worker.id, run_ids, 120))
+        renewing = Racer("renewal", lambda: leases.extend_leases(worker.id, run_ids, 120))
         waited = not renewing.done.wait(30)
     renewal = renewing.join()
     assert not waited, "the renewal waited for the locked row"
@@ -70,7 +70,7 @@ def test_renewal_skips_a_locked_row_and_renews_the_others():
     assert {str(run_id) for run_id in renewal.busy} == {second.id}
     assert Run.objects.get(pk=first.id).lease_expires_at > before
     # Once the lock is gone, the next beat renews it; the run taken by another stays lost.
-    after = store_claims.extend_leases(worker.id, run_ids, 120)
+    after = leases.extend_leases(worker.id, run_ids, 120)
     assert {str(run_id) for run_id in after.held} == {first.id, second.id}
     assert after.busy == frozenset()
 
@@ -80,7 +80,7 @@ def test_renewal_waits_for_a_row_locked_a_moment_and_renews_it(monkeypatch):
     second in a busy run. The renewal waits for such a lock (``LOCK_WAIT_MS``, made long
     here so that the test's own pace cannot decide) and renews the run: skipping it, the
     heartbeat could miss a busy run beat after beat until its lease ran out."""
-    monkeypatch.setattr(store_claims, "LOCK_WAIT_MS", 60_000)
+    monkeypatch.setattr(leases, "LOCK_WAIT_MS", 60_000)
     first, second = wf.add.start(1, 1), wf.add.start(2, 2)
     worker = Worker()
     run_ids = [claim.run_id for claim in worker.claim(2)]
@@ -93,7 +93,7 @@ def test_renewal_waits_for_a_row_locked_a_moment_and_renews_it(monkeypatch):
     holder = checkpoint.wait_held()
     watch = LockWatch()
     try:
-        renewing = Racer("renewal", lambda: store_claims.extend_leases(worker.id, run_ids, 120))
+        renewing = Racer("renewal", lambda: leases.extend_leases(worker.id, run_ids, 120))
         watch.blocked("UPDATE durable_run SET lease_expires_at%", by=holder, racer=renewing)
         checkpoint.commit()
         renewal = renewing.join()

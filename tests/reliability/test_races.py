@@ -33,7 +33,7 @@ from django.utils import timezone
 import django_durable as durable
 from django_durable import Worker
 from django_durable.models import Event, Run, RunStatus, Step, StepStatus
-from django_durable.store import channels, claims, trees
+from django_durable.store import channels, leases, trees
 from django_durable.testing import run_all
 from tests.conftest import ON_POSTGRES, wait_for
 from tests.reliability._races import Holder, LockWatch, Pause, Racer, report
@@ -414,7 +414,7 @@ def test_a_takeover_committing_while_a_checkpoint_waits_refuses_it(gates, watch)
     wait_for(gate.entered.is_set, message="the stale worker in its step")
     expire_lease(handle)
     error = json.dumps({"type": "lost", "message": "lost", "traceback": ""})
-    rescuer = Holder("rescuer", lambda: claims.recover_expired_runs(max_recoveries=5, error=error))
+    rescuer = Holder("rescuer", lambda: leases.recover_expired_runs(max_recoveries=5, error=error))
     rescuer_pid = rescuer.wait_held()  # the run is pending again, uncommitted, row locked
     gate.opened.set()
     watch.blocked(CHECKPOINT, by=rescuer_pid, racer=racer)  # FOR SHARE on the run row

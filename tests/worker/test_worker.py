@@ -15,7 +15,7 @@ from django_durable.core.statuses import StepStatus
 from django_durable.engine import execution
 from django_durable.exceptions import LeaseLost
 from django_durable.models import Message, Run, RunStatus, Step, WorkerProcess
-from django_durable.store import checkpoints
+from django_durable.store import checkpoints, leases
 from django_durable.store import claims as store_claims
 from django_durable.testing import run_all, time_machine
 from django_durable.worker.heartbeat import Heartbeat
@@ -152,7 +152,7 @@ def test_heartbeat_extends_held_leases_and_spots_lost_ones():
     claims = worker.claim(2)
     Run.objects.filter(pk=second.id).update(claimed_by="someone-else")
     before = Run.objects.get(pk=first.id).lease_expires_at
-    renewal = store_claims.extend_leases(worker.id, [c.run_id for c in claims], 120)
+    renewal = leases.extend_leases(worker.id, [c.run_id for c in claims], 120)
     assert {str(run_id) for run_id in renewal.held} == {first.id}
     assert renewal.busy == frozenset()
     assert Run.objects.get(pk=first.id).lease_expires_at > before + dt.timedelta(seconds=60)
