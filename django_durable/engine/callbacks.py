@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -67,7 +67,7 @@ def callback_url(callback_id: str) -> str | None:
 
 def create(ctx: BaseContext, op: Operation, timeout: float | None) -> dict[str, Any]:
     """Make the callback of this position, with its checkpoint; return the record."""
-    expires = None if timeout is None else ctx.clock.now() + timedelta(seconds=timeout)
+    expires = None if timeout is None else ctx.clock.after(timeout)
     with transaction.atomic(using=ctx.alias):
         made, expires = stored.create(
             ctx.claim.run_id, op.position, uuid7(), expires, alias=ctx.alias

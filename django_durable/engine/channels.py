@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -85,7 +85,7 @@ def wait_for(
         deadline = serialization.loads(record.result)["deadline"]
     else:
         record = None
-        deadline = None if timeout is None else ctx.clock.now() + timedelta(seconds=timeout)
+        deadline = None if timeout is None else ctx.clock.after(timeout)
     value = take()
     if value is not MISSING:
         return value

@@ -19,16 +19,30 @@ class Clock:
     """The database's time, read at claim and advanced by the local monotonic clock.
 
     ``read_at`` is when ``db_now`` was true on :func:`core.clock.monotonic` (which counts a
-    test's skips, so a later skip moves this clock too).
+    test's skips, so a later skip moves this clock too), at the latest: the claim statement
+    read ``db_now`` somewhere between ``sent_at`` and ``read_at``. So the database's time is
+    between ``now()`` and ``latest()``, which differ by the claim's round trip (a
+    millisecond; more on a loaded machine, where a thread may wait for the processor after
+    the answer came). A moment that must not come early uses the bound that keeps it late:
+    ``now()`` to say whether a time has come, ``latest()`` to count a duration from now.
     """
 
-    def __init__(self, db_now: datetime, read_at: float) -> None:
+    def __init__(self, db_now: datetime, read_at: float, sent_at: float | None = None) -> None:
         self._base = db_now
         self._read_at = read_at
+        self._sent_at = read_at if sent_at is None else min(sent_at, read_at)
 
     def now(self) -> datetime:
-        """Return the current database time."""
+        """Return the database's time, or a little earlier (never later)."""
         return self._base + timedelta(seconds=clock.monotonic() - self._read_at)
+
+    def latest(self) -> datetime:
+        """Return the database's time, or a little later (never earlier)."""
+        return self._base + timedelta(seconds=clock.monotonic() - self._sent_at)
+
+    def after(self, seconds: float) -> datetime:
+        """Return the moment ``seconds`` from now: never sooner by the database's clock."""
+        return self.latest() + timedelta(seconds=seconds)
 
 
 @dataclasses.dataclass(slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -51,7 +51,7 @@ class BaseContext:
     ) -> None:
         self._claim = claim
         self._checkpoints = checkpoints
-        self._clock = Clock(claim.db_now, claim.read_at)
+        self._clock = Clock(claim.db_now, claim.read_at, claim.sent_at)
         self._interrupt = interrupt
         # The workflow's on_timeout="cancel": its deadline cancels it instead of failing it.
         self._cancel_on_timeout = cancel_on_timeout
@@ -128,7 +128,7 @@ class BaseContext:
         if id(exc) not in self._retry_at:
             wake_at = None
             if policy.should_retry(exc, self.attempt):
-                wake_at = self._clock.now() + timedelta(seconds=policy.delay(self.attempt, exc))
+                wake_at = self._clock.after(policy.delay(self.attempt, exc))
                 if self.deadline is not None and wake_at >= self.deadline:
                     wake_at = None
             self._retry_at[id(exc)] = wake_at
@@ -368,7 +368,7 @@ class BaseContext:
         if op.replayed:
             return self.replay(op)
         now = self._clock.now()
-        target = until if until is not None else now + timedelta(seconds=seconds)
+        target = until if until is not None else self._clock.after(seconds)
         # A sleep lasts from now to its target: the record says so from the start.
         slept = max(0.0, (target - now).total_seconds()) * 1000
         self._checkpoints.write(

@@ -139,7 +139,7 @@ def record_failure(
         error["earlier"] = earlier
     error_text = serialization.dumps(error, what=f"The error of step {op.name!r}")
     retrying = policy.should_retry(exc, attempt)
-    wake_at = ctx.clock.now() + timedelta(seconds=policy.delay(attempt, exc)) if retrying else None
+    wake_at = ctx.clock.after(policy.delay(attempt, exc)) if retrying else None
     status = StepStatus.RETRYING if retrying else StepStatus.FAILED
     ctx.checkpoints.write(
         op.position,

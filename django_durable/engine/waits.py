@@ -254,12 +254,12 @@ def _ends(ctx: BaseContext, sources: list[Source], marker: Any) -> list[datetime
     timer ends, unless ``wake_now()`` moved it to now: then every timer ends there.
     """
     recorded = marker.get("ends") if isinstance(marker, dict) else None
-    now = ctx.clock.now()
+    latest = ctx.clock.latest()  # a timer counted from now never ends early
     ends: list[datetime | None] = []
     for index, source in enumerate(sources):
         if isinstance(source, TimerWait):
             end = recorded[index] if recorded and index < len(recorded) else None
-            ends.append(end or source.until or now + timedelta(seconds=source.seconds))
+            ends.append(end or source.until or latest + timedelta(seconds=source.seconds))
         elif isinstance(source, Callback):
             ends.append(source.expires_at)
         else:

@@ -161,8 +161,10 @@ def _claims_of(
     read_at: float,
     alias: str | None,
 ) -> list[Claim]:
-    """Return the claims of the rows a claim statement returned (see ``claim_runs``)."""
+    """Return the claims of the rows a claim statement returned (see ``claim_runs``);
+    ``read_at`` is when it was sent."""
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
+    sent_at = read_at
     if d.pg:
         read_at = clock.monotonic()
         if keys_left is not None and any(row[0] is None for row in rows):
@@ -172,7 +174,9 @@ def _claims_of(
         stale = [d.read_uuid(row[0]) for row in rows if _resumed(row)]
     if stale:  # read now: after the claim, so every record written before it is there
         records |= load_steps_of(stale, alias=alias)
-    claims = [_claim(d, row, records, row[14] if d.pg else local_now, read_at) for row in rows]
+    claims = [
+        _claim(d, row, records, row[14] if d.pg else local_now, read_at, sent_at) for row in rows
+    ]
     # SQLite's RETURNING order is unspecified; keep the claim order stable anyway.
     return sorted(claims, key=lambda claim: claim.run_id)
 
@@ -308,6 +312,7 @@ def _claim(
     records: dict[uuid.UUID, dict[int, StepRecord]],
     db_now: datetime,
     read_at: float,
+    sent_at: float,
 ) -> Claim:
     """Return the claim of one row the claim statement returned."""
     run_id = d.read_uuid(row[0])
@@ -327,6 +332,7 @@ def _claim(
         cancel_reason=reason_asked(row[10], row[11]),
         trace_context=row[12],
         read_at=read_at,
+        sent_at=sent_at,
     )
 
 

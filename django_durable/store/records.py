@@ -34,6 +34,9 @@ class Claim:
     # When ``db_now`` was true, on this process's clock: ``time.monotonic()`` plus what a
     # test skipped (``core.clock.skipped()``), taken when the claim statement was answered.
     read_at: float = dataclasses.field(default_factory=lambda: clock.monotonic())
+    # The same clock when the claim statement was sent (``None``: as ``read_at``). The
+    # database read ``db_now`` in between: it was at most this much earlier.
+    sent_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

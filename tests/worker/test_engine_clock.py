@@ -78,3 +78,32 @@ def test_the_clock_of_a_claim_is_never_ahead_of_the_database(monkeypatch):
     after = clock.database_now()
     ahead = (seen - after).total_seconds()
     assert ahead <= 0.005, f"the engine's clock is {ahead:.3f} s ahead of the database"
+
+
+def test_a_sleep_counted_from_a_claim_answered_late_lasts_its_whole_length(monkeypatch):
+    """The answer to a claim can reach the worker well after the database read its time (a
+    loaded machine: the thread waits for a processor). The engine's clock then runs that
+    much behind, and a sleep counted from it ended that much early, by the database's
+    clock: a 1 s timer of a demo ended after 0.85 s on a busy machine. Durations count
+    from the latest the time can be."""
+    from django_durable.store import claims as stored_claims
+
+    real = stored_claims.execute
+
+    def answered_late(d, sql, params):
+        result = real(d, sql, params)
+        if "SKIP LOCKED" in sql or "UPDATE durable_run SET" in sql:
+            time.sleep(HELD)  # after the database read now(), before the worker reads its clock
+        return result
+
+    monkeypatch.setattr(stored_claims, "execute", answered_late)
+    handle = wf.sleeper.start(30)
+    worker = Worker(concurrency=1)
+    [claim] = worker.claim(1)
+    monkeypatch.undo()
+    began = clock.database_now()  # before the sleep began
+    worker.process(claim)
+    run = Run.objects.get(pk=handle.id)
+    assert run.status == "waiting" and run.wake_at is not None
+    early = (began + timedelta(seconds=30) - run.wake_at).total_seconds()
+    assert early <= 0, f"the sleep ends {early:.3f} s before its 30 s are up"
