@@ -320,7 +320,13 @@ class WorkerPool:
             try:
                 codes.append(proc.wait(timeout))
             except subprocess.TimeoutExpired:
-                raise AssertionError(f"worker {proc.pid} did not exit within {timeout}s") from None
+                # Where is each of its threads? A worker prints that on SIGUSR2 and goes on.
+                proc.send_signal(signal.SIGUSR2)
+                time.sleep(2)
+                raise AssertionError(
+                    f"worker {proc.pid} did not exit within {timeout}s of SIGTERM; "
+                    f"the workers' logs, with its stacks at the end:\n{self.logs()[-12000:]}"
+                ) from None
         self.slots = [None] * self.size
         return codes
 
