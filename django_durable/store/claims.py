@@ -93,14 +93,14 @@ def claim_runs(
     # time is this process's, read here; PostgreSQL's now() is read before its answer
     # arrives, so the pair is taken after it: the engine's clock may run a little behind
     # the database's, never ahead (a sleep must not end before its deadline).
-    local_now, read_at = clock.now(), clock.monotonic()
+    local_now, sent_at = clock.now(), clock.monotonic()
     if keys:  # runs under a per-key limit are ready: claim them under their keys' locks
         with transaction.atomic(using=d.connection.alias):
             flow.lock_keys(d, params, keys)
             rows = execute(d, sql, params).rows
     else:
         rows = execute(d, sql, params).rows
-    return _claims_of(d, rows, keys_left, local_now, read_at, alias)
+    return _claims_of(d, rows, keys_left, local_now, sent_at, alias)
 
 
 def finish_and_claim(
@@ -146,11 +146,11 @@ def finish_and_claim(
         "told AS (SELECT pg_notify(%(channel)s, 'r:' || id::text) FROM outcome), "
         f"{claim.removeprefix('WITH ')} UNION ALL SELECT {stored} FROM told"
     )
-    local_now, read_at = clock.now(), clock.monotonic()
+    local_now, sent_at = clock.now(), clock.monotonic()
     rows = execute(d, sql, params).rows
     claimed = [row for row in rows if row[0] is not None or row[1] != ""]
     was_stored = len(claimed) < len(rows)
-    return was_stored, _claims_of(d, claimed, keys_left, local_now, read_at, alias)
+    return was_stored, _claims_of(d, claimed, keys_left, local_now, sent_at, alias)
 
 
 def _claims_of(
@@ -158,13 +158,13 @@ def _claims_of(
     rows: list[tuple[Any, ...]],
     keys_left: Callable[[], None] | None,
     local_now: datetime,
-    read_at: float,
+    sent_at: float,
     alias: str | None,
 ) -> list[Claim]:
-    """Return the claims of the rows a claim statement returned (see ``claim_runs``);
-    ``read_at`` is when it was sent."""
+    """Return the claims of the rows a claim statement sent at ``sent_at`` returned (see
+    ``claim_runs``)."""
     records: dict[uuid.UUID, dict[int, StepRecord]] = {}
-    sent_at = read_at
+    read_at = sent_at  # SQLite: this process's own time, read before the statement
     if d.pg:
         read_at = clock.monotonic()
         if keys_left is not None and any(row[0] is None for row in rows):

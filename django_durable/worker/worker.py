@@ -580,7 +580,6 @@ class _Fold:
     def __init__(self, worker: Worker, finished: Claim) -> None:
         self._worker = worker
         self._finished = finished
-        self._reserved = True
 
     def __call__(self, values: dict[str, Any]) -> bool:
         worker = self._worker
@@ -611,8 +610,6 @@ class _Fold:
         return stored
 
     def release(self) -> None:
-        """Give the reserved slot back (the claim, if any, is in flight by now)."""
-        if self._reserved:
-            self._reserved = False
-            with self._worker._lock:
-                self._worker._reserved -= 1
+        """Give the reserved slot back, once (the claim, if any, is in flight by now)."""
+        with self._worker._lock:
+            self._worker._reserved -= 1

@@ -30,13 +30,23 @@ pytestmark = [
 ]
 
 
-def finished_values(result: str) -> dict[str, Any]:
-    return {
+def finish(claim: claims.Claim) -> tuple[bool, list[claims.Claim]]:
+    """Complete ``claim``'s run with the result 3 (as worker w1) and claim the next run."""
+    values = {
         **claims.released_values(),
         "status": RunStatus.COMPLETED,
-        "result": result,
+        "result": "3",
         "finished_at": NOW,
     }
+    return claims.finish_and_claim(
+        claim,
+        values,
+        worker_id="w1",
+        queues=["default"],
+        lease_seconds=30,
+        exclude=[claim.run_id],
+        workflows=["tests.add"],
+    )
 
 
 def claim_one(run_id: uuid.UUID) -> claims.Claim:
@@ -66,15 +76,7 @@ def test_the_outcome_is_stored_and_the_next_run_claimed_together():
     claim = claim_one(uuid.UUID(first.id))
     heard = listener()
     try:
-        stored, claimed = claims.finish_and_claim(
-            claim,
-            finished_values("3"),
-            worker_id="w1",
-            queues=["default"],
-            lease_seconds=30,
-            exclude=[claim.run_id],
-            workflows=["tests.add"],
-        )
+        stored, claimed = finish(claim)
         payloads = {n.payload for n in heard.notifies(timeout=2, stop_after=1)}
     finally:
         heard.close()
@@ -93,15 +95,7 @@ def test_a_stale_token_stores_nothing_and_the_claim_still_happens():
     second = wf.add.start(3, 4)
     claim = claim_one(uuid.UUID(first.id))
     Run.objects.filter(pk=first.id).update(lease_token=claim.token + 1)  # taken over
-    stored, claimed = claims.finish_and_claim(
-        claim,
-        finished_values("3"),
-        worker_id="w1",
-        queues=["default"],
-        lease_seconds=30,
-        exclude=[claim.run_id],
-        workflows=["tests.add"],
-    )
+    stored, claimed = finish(claim)
     assert not stored
     assert Run.objects.get(pk=first.id).status == RunStatus.RUNNING  # the new holder's
     assert [c.run_id for c in claimed] == [uuid.UUID(second.id)]
@@ -110,15 +104,7 @@ def test_a_stale_token_stores_nothing_and_the_claim_still_happens():
 def test_nothing_ready_claims_nothing_and_stores_the_outcome():
     first = wf.add.start(1, 2)
     claim = claim_one(uuid.UUID(first.id))
-    stored, claimed = claims.finish_and_claim(
-        claim,
-        finished_values("3"),
-        worker_id="w1",
-        queues=["default"],
-        lease_seconds=30,
-        exclude=[claim.run_id],
-        workflows=["tests.add"],
-    )
+    stored, claimed = finish(claim)
     assert stored and claimed == []
     assert Run.objects.get(pk=first.id).status == RunStatus.COMPLETED
 
