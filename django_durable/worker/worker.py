@@ -180,6 +180,7 @@ class Worker:
             exclude = list(self._inflight)
         began, skipped = time.monotonic(), clock.skipped()
         workflows = registered_workflows()
+        probed = self._probe_keys()
         claims = claim_ready(
             worker_id=self.id,
             queues=self.queues,
@@ -187,10 +188,12 @@ class Worker:
             lease_seconds=self.lease_seconds,
             exclude=exclude,
             workflows=sorted(workflows),  # the others wait for a worker that knows them
-            probe_keys=self._probe_keys(),
+            probe_keys=probed,
             keys_left=self._saw_keys_left,
             alias=self.alias,
         )
+        if not probed and len(claims) < limit:
+            self._owe_a_look()
         return self._took(claims, began, skipped)
 
     def _took(self, claims: list[Claim], began: float, skipped: float) -> list[Claim]:
@@ -219,6 +222,17 @@ class Worker:
 
     def _saw_keys_left(self) -> None:
         self._keys_left = True
+
+    def _owe_a_look(self) -> None:
+        """Wake the loop if keyed runs were left to a look a claim short of runs did not make.
+
+        A claim that did not look (``_probe_keys``) takes no keyed run, and nothing else
+        NOTIFYs about those runs: without this, a slot that claim left empty would wait for
+        the next poll. The loop's claim looks; a claim that looked does not wake it again
+        (a hot key leaves runs behind every claim: that would spin).
+        """
+        if self._keys_left:
+            self._wake.set()
 
     def process(self, claim: Claim) -> Outcome | None:
         """Execute a claimed run and store its outcome; never raises."""
@@ -350,10 +364,13 @@ class Worker:
 
         On PostgreSQL every new piece of ready work NOTIFYs the loop, so it is woken only
         when it stopped claiming for want of a free slot, when the run's queue has limits
-        (a finished run frees a place there, and nothing says so), or when it is stopping
-        or in burst mode (it counts the runs in flight). Waking it after every run would
-        cost a claim's round trip, at the moment the run's result is being read.
+        or its workflow a per-key limit (a finished run frees a place there, and nothing
+        says so), or when it is stopping or in burst mode (it counts the runs in flight).
+        Waking it after every run would cost a claim's round trip, at the moment the run's
+        result is being read.
         """
+        if self._keyed(claim):
+            return True
         return (
             self._listener is None
             or self._saturated
@@ -361,6 +378,15 @@ class Worker:
             or self._draining.is_set()
             or queue_limits(claim.queue) is not None
         )
+
+    def _keyed(self, claim: Claim) -> bool:
+        """Whether ``claim``'s workflow runs under a per-key limit; if so, its end gave its
+        key a slot, which nothing NOTIFYs: the next claim looks for keyed runs."""
+        workflow = registered_workflows().get(claim.workflow_name)
+        if workflow is None or workflow.flow is None:
+            return False
+        self._keys_left = True
+        return True
 
     def _vouch(self, run_id: uuid.UUID, seconds: float) -> bool:
         """Whether this worker's lease on ``run_id`` surely lasts ``seconds`` more."""
@@ -604,6 +630,8 @@ class _Fold:
             keys_left=worker._saw_keys_left,
             alias=worker.alias,
         )
+        if not claimed:
+            worker._owe_a_look()  # the statement's claim never looks for keyed runs
         claimed = worker._took(claimed, began, skipped)
         with worker._lock:
             worker._folded[self._finished.run_id] = claimed
