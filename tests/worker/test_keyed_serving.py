@@ -15,6 +15,7 @@ from django.db import connections
 
 from django_durable.models import Run, RunStatus
 from django_durable.worker.worker import Worker
+from tests.conftest import ON_POSTGRES
 from tests.testapp import flow_workflows as fw
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,4 +51,22 @@ def test_runs_of_many_keys_go_from_slot_to_slot_without_a_poll(keys):
         thread.join(30)
     assert not thread.is_alive()
     assert Run.objects.filter(status=RunStatus.COMPLETED).count() == 24
+    assert took < POLL / 2
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="SQLite has no NOTIFY: an idle worker polls")
+def test_a_keyed_run_started_while_the_worker_idles_starts_without_a_poll():
+    # The NOTIFY of its start wakes the loop, whose claim does not look for keyed runs
+    # (the last one found none): it says one was left, and the loop claims again, looking.
+    worker = Worker(concurrency=2, poll_interval=POLL)
+    thread = serve(worker)
+    try:
+        first = fw.flow_one.start("a")
+        finish_all([first], within=POLL / 2)
+        time.sleep(0.5)  # the worker idles, its last claim having found nothing
+        took = finish_all([fw.flow_one.start("b")], within=POLL / 2)
+    finally:
+        worker.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
     assert took < POLL / 2
