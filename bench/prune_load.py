@@ -204,11 +204,13 @@ def rates(batches: list[dict[str, float]]) -> dict[str, float] | None:
 
 
 def prune_process(
-    dsn: str, *, before: datetime | None, batch_size: int, pause: float
+    dsn: str, *, before: datetime | None, batch_size: int, pause: float | None
 ) -> subprocess.Popen[str]:
     """Start ``--prune-child``; return once it is about to call ``durable.prune()``."""
     argv = [sys.executable, "-m", "bench.prune_load", "--dsn", dsn, "--prune-child"]
-    argv += ["--batch-size", str(batch_size), "--pause", str(pause)]
+    argv += ["--batch-size", str(batch_size)]
+    if pause is not None:  # else prune()'s default: twice as long as each batch took
+        argv += ["--pause", str(pause)]
     if before is not None:
         argv += ["--before", before.isoformat()]
     env = {**environment(dsn), "PYTHONPATH": str(ROOT)}
@@ -381,7 +383,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "rows": args.rows,
         "batch_size": args.batch_size,
-        "pause": args.pause,
+        "pause": "twice the batch" if args.pause is None else args.pause,
         "load_s": round(load_s, 1),
         "w2_runs_per_s": {
             "alone": alone_rate["median"],
@@ -418,7 +420,9 @@ def main() -> None:
     parser.add_argument("--w2-runs", type=int, help="runs per W2 batch (default 500)")
     parser.add_argument("--w2-batches", type=int, help="W2 batches alone, before and after")
     parser.add_argument("--batch-size", type=int, default=500, help="prune's batch_size=")
-    parser.add_argument("--pause", type=float, default=0.0, help="prune's pause= (seconds)")
+    parser.add_argument(
+        "--pause", type=float, help="prune's pause= (seconds; default: prune()'s own)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep a database this created")
     parser.add_argument("--prune-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--before", help=argparse.SUPPRESS)

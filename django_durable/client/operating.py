@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +26,10 @@ from .lookup import as_uuid, db_alias, get_row, run_ref
 
 MAX_BATCH = 100_000  # runs prune() deletes in one transaction at most
 MAX_PAUSE = 60.0  # seconds prune() may wait between batches (under)
+# With pause=None (the default) prune() waits after each batch this many times as long as
+# the batch took: it holds the database a third of the time, whatever the machine. On two
+# cores shared with a worker, no pause cost the worker half its runs (docs/performance.md).
+PACE = 2.0
 
 
 def cancel(
@@ -238,7 +242,7 @@ def prune(
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
-    pause: float | timedelta = 0.0,
+    pause: float | timedelta | None = None,
 ) -> PruneResult:
     """Delete finished runs (and their steps) that had finished over ``older_than`` ago
     when the prune began (by the database's clock).
@@ -249,14 +253,15 @@ def prune(
     Records of workers silent, events emitted, and access tokens that ended (expired or
     revoked) longer than ``older_than`` ago are deleted too, except events that a
     triggered workflow has not received yet. With ``dry_run=True`` nothing is deleted.
-    ``pause`` (seconds, at most a minute) is waited after each batch: a long prune then
-    leaves more of the database to the workers, at the price of lasting longer.
+    After each batch it waits ``pause`` seconds (under a minute), or by default twice as
+    long as the batch took: a long prune leaves most of the database to the workers, at
+    the price of lasting three times as long. ``pause=0`` deletes as fast as it can.
     Return how many runs and events were (or would be) deleted, and how many events kept.
     """
     seconds = to_seconds(older_than, "older_than=", limit=CENTURY)
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size= must be from 1 to {MAX_BATCH}, not {batch_size!r}.")
-    wait = to_seconds(pause, "pause=", limit=MAX_PAUSE)
+    pace = _Pace(None if pause is None else to_seconds(pause, "pause=", limit=MAX_PAUSE))
     alias = db_alias()
     # Read once: each batch's own now() would move the cutoff on while a long prune goes.
     cutoff = clock.database_now(alias) - timedelta(seconds=seconds)
@@ -273,7 +278,7 @@ def prune(
             events=old_events.exclude(owed).count(),
             events_kept=old_events.filter(owed).count(),
         )
-    deleted = _delete_runs(finished, batch_size, alias, wait)
+    deleted = _delete_runs(finished, batch_size, alias, pace)
     # Worker records silent for as long are history too (live workers heartbeat), and so
     # are events emitted that long ago (a run that waits later no longer sees them).
     WorkerProcess.objects.using(alias).filter(last_seen_at__lt=cutoff).delete()
@@ -286,7 +291,7 @@ def prune(
         # A delivery is written with its event, never later: these ids stay deletable.
         _, counts = Event.objects.using(alias).filter(id__in=event_ids).delete()
         events += counts.get(Event._meta.label, 0)
-        _pause(wait)
+        pace.rest()
     # Access tokens that ended (expired or revoked) that long ago only take room: every page
     # view of a run may make one.
     RunToken.objects.using(alias).filter(
@@ -295,13 +300,26 @@ def prune(
     return PruneResult(runs=deleted, events=events, events_kept=old_events.filter(owed).count())
 
 
-def _pause(seconds: float) -> None:
-    """Wait ``seconds`` between two batches of a prune (none when 0)."""
-    if seconds:
-        time.sleep(seconds)
+class _Pace:
+    """The wait between two batches of a prune: ``seconds``, or (``None``) ``PACE`` times
+    as long as the batch took."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._clock = clock
+        self._began = clock()
+
+    def rest(self) -> None:
+        """Wait after the batch that began at the last rest (or at the start)."""
+        wait = self.seconds
+        if wait is None:
+            wait = min(PACE * (self._clock() - self._began), MAX_PAUSE)
+        if wait > 0:
+            time.sleep(wait)
+        self._began = self._clock()
 
 
-def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str, pause: float) -> int:
+def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str, pace: _Pace) -> int:
     """Delete the ``finished`` runs in batches, oldest first; return how many.
 
     Each batch is a transaction of its own: locks are held for one batch only, and the
@@ -325,7 +343,7 @@ def _delete_runs(finished: QuerySet[Run], batch_size: int, alias: str, pause: fl
                 deleted += counts.get(Run._meta.label, 0)
             else:
                 deleted += pruning.delete_runs(d, ids)
-        _pause(pause)  # after the batch's commit: its locks are gone
+        pace.rest()  # after the batch's commit: its locks are gone
 
 
 def _observed() -> bool:
@@ -342,9 +360,13 @@ async def aprune(
     statuses: str | Iterable[str] | None = None,
     batch_size: int = 500,
     dry_run: bool = False,
-    pause: float | timedelta = 0.0,
+    pause: float | timedelta | None = None,
 ) -> PruneResult:
     """Delete finished runs that finished over ``older_than`` ago (async)."""
     return await sync_to_async(prune)(
-        older_than=older_than, statuses=statuses, batch_size=batch_size, dry_run=dry_run
+        older_than=older_than,
+        statuses=statuses,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        pause=pause,
     )

@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import models
 from django.db.models.signals import post_delete
 from django.utils import timezone
@@ -149,8 +150,9 @@ def test_a_prune_deletes_what_was_old_enough_when_it_began_not_what_ages_meanwhi
     assert list(Run.objects.values_list("pk", flat=True)) == [almost.pk]
 
 
-def test_a_prune_waits_its_pause_after_each_batch_and_only_then(monkeypatch):
-    """``pause=`` leaves the database to the workers between batches; none by default."""
+def test_a_prune_waits_after_each_batch_twice_the_batch_or_as_asked(monkeypatch):
+    """``pause=`` leaves the database to the workers between batches: by default twice as
+    long as each batch took, as long as asked otherwise, and not at all with 0."""
     from django_durable.client import operating
 
     for _ in range(5):
@@ -158,13 +160,39 @@ def test_a_prune_waits_its_pause_after_each_batch_and_only_then(monkeypatch):
     Event.objects.create(name="old", created_at=timezone.now() - timedelta(days=8))
     slept: list[float] = []
     monkeypatch.setattr(operating.time, "sleep", slept.append)
-    assert durable.prune(older_than=timedelta(days=7), batch_size=2).runs == 5
+    assert durable.prune(older_than=timedelta(days=7), batch_size=2, pause=0).runs == 5
     assert slept == []
     for _ in range(5):
         finished_run()
     pruned = durable.prune(older_than=timedelta(days=7), batch_size=2, pause=0.25)
     assert pruned.runs == 5
     assert slept == [0.25] * 3  # after each of the 3 batches of runs (no events left)
+    slept.clear()
+    for _ in range(5):
+        finished_run()
+    assert async_to_sync(durable.aprune)(older_than=7 * 86400, batch_size=2, pause=0.5).runs == 5
+    assert slept == [0.5] * 3  # aprune passes its pause on
+    slept.clear()
+    for _ in range(5):
+        finished_run()
+    assert durable.prune(older_than=timedelta(days=7), batch_size=2).runs == 5
+    assert len(slept) == 3 and all(0 < wait < 1 for wait in slept), slept
+
+
+def test_the_default_pause_is_twice_the_batch_and_at_most_a_minute(monkeypatch):
+    from django_durable.client import operating
+
+    now = [100.0]
+    slept: list[float] = []
+    monkeypatch.setattr(operating.time, "sleep", slept.append)
+    pace = operating._Pace(None, clock=lambda: now[0])
+    now[0] += 0.2  # a batch of 0.2 s
+    pace.rest()
+    now[0] += 0.05 + 45  # the wait, then a batch of 45 s
+    slept_so_far = list(slept)
+    pace.rest()
+    assert slept_so_far == [pytest.approx(0.4)]
+    assert slept[1] == operating.MAX_PAUSE
 
 
 @pytest.mark.parametrize(

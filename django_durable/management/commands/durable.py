@@ -153,9 +153,10 @@ class Command(BaseCommand):
         prune.add_argument(
             "--pause",
             type=float,
-            default=0.0,
+            default=None,
             metavar="SECONDS",
-            help="Wait this long after each batch, to leave the database to the workers (0).",
+            help="Wait this long after each batch, to leave the database to the workers "
+            "(default: twice as long as the batch took; 0: no wait).",
         )
         prune.add_argument("--dry-run", action="store_true", help="Count, delete nothing.")
         prune.add_argument("--json", action="store_true", help="Print JSON.")
