@@ -26,10 +26,10 @@ from django.db import (
 from ..core import clock, logfields, telemetry
 from ..core.conf import get_settings, queue_limits
 from ..core.durations import to_seconds
-from ..declarations.registry import registered_workflows
+from ..declarations.registry import get_workflow, registered_workflows
 from ..engine import execution
 from ..engine.execution import Outcome
-from ..exceptions import Cancelled, LeaseLost, SuspendRun
+from ..exceptions import Cancelled, LeaseLost, SuspendRun, WorkflowNotFound
 from ..orchestration.schedules import sync_code_schedules
 from ..orchestration.triggers import notify_keys
 from ..store import announce, claims
@@ -310,12 +310,14 @@ class Worker:
 
         Only where the thread would claim right after the outcome (``next_here``) and the
         claim is the plain one: PostgreSQL with a listener, slots all busy, no queue under
-        limits, no keyed runs said to be left (their look is a round trip of its own). The
-        executing thread's own run counts as ended: its slot is the one the claim fills.
+        limits, no keyed runs said to be left (their look is a round trip of its own), and
+        the run itself under no key limit (its end gives its key a slot, which the
+        statement's snapshot, taken before that end, cannot report). The executing thread's
+        own run counts as ended: its slot is the one the claim fills.
         """
         if not self._follows or self._listener is None or not self._may_claim_after(claim):
             return None
-        if self.burst or self._draining.is_set() or self._keys_left:
+        if self.burst or self._draining.is_set() or self._keys_left or self._keyed(claim):
             return None
         if any(queue_limits(name) is not None for name in self.queues):
             return None
@@ -369,24 +371,22 @@ class Worker:
         Waking it after every run would cost a claim's round trip, at the moment the run's
         result is being read.
         """
-        if self._keyed(claim):
-            return True
         return (
             self._listener is None
             or self._saturated
             or self.burst
             or self._draining.is_set()
             or queue_limits(claim.queue) is not None
+            or self._keyed(claim)
         )
 
-    def _keyed(self, claim: Claim) -> bool:
-        """Whether ``claim``'s workflow runs under a per-key limit; if so, its end gave its
-        key a slot, which nothing NOTIFYs: the next claim looks for keyed runs."""
-        workflow = registered_workflows().get(claim.workflow_name)
-        if workflow is None or workflow.flow is None:
+    @staticmethod
+    def _keyed(claim: Claim) -> bool:
+        """Whether ``claim``'s workflow runs under a per-key limit."""
+        try:
+            return get_workflow(claim.workflow_name).flow is not None
+        except WorkflowNotFound:  # unregistered since it was claimed
             return False
-        self._keys_left = True
-        return True
 
     def _vouch(self, run_id: uuid.UUID, seconds: float) -> bool:
         """Whether this worker's lease on ``run_id`` surely lasts ``seconds`` more."""
