@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from django_durable import Worker
 from tests.orphans import die_with_parent
@@ -51,6 +52,20 @@ def _stop_listeners(django_db_setup: Any) -> Iterator[None]:
     from django_durable.store.notify import stop_listeners
 
     stop_listeners()
+
+
+def serve(worker: Worker) -> threading.Thread:
+    """Run ``worker.run()`` in a thread of this process (it closes its own connections)."""
+
+    def run() -> None:
+        try:
+            worker.run()
+        finally:
+            connections.close_all()  # this thread's
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, message: str = "") -> Any:

@@ -4,21 +4,20 @@ and the run it claims executed once, by the thread that stored the outcome."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection, connections
+from django.db import connection
 
 from django_durable.core.conf import get_settings
 from django_durable.models import Run, RunStatus
 from django_durable.store import claims
 from django_durable.store.dialect import NOW
 from django_durable.worker.worker import Worker
-from tests.conftest import ON_POSTGRES
+from tests.conftest import ON_POSTGRES, serve
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution
 
@@ -121,8 +120,7 @@ def test_a_busy_worker_goes_from_run_to_run_through_the_outcomes_statements(monk
     monkeypatch.setattr(claims, "finish_and_claim", counting)
     handles = [wf.counted.start(2) for _ in range(20)]
     worker = Worker(concurrency=1, poll_interval=0.2)
-    thread = threading.Thread(target=lambda: (worker.run(), connections.close_all()))
-    thread.start()
+    thread = serve(worker)
     try:
         for handle in handles:
             assert handle.result(timeout=60) == 1

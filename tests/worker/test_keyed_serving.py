@@ -7,26 +7,18 @@ The poll interval is a minute here: a run left to the next poll would finish aft
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from django.db import connections
 
 from django_durable.models import Run, RunStatus
 from django_durable.worker.worker import Worker
-from tests.conftest import ON_POSTGRES
+from tests.conftest import ON_POSTGRES, serve
 from tests.testapp import flow_workflows as fw
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POLL = 60.0
-
-
-def serve(worker: Worker) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (worker.run(), connections.close_all()))
-    thread.start()
-    return thread
 
 
 def finish_all(handles: list, within: float) -> float:

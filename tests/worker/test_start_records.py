@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.test import override_settings
 
 import django_durable as durable
@@ -22,7 +21,7 @@ from django_durable.store.records import Claim
 from django_durable.worker import startmarks
 from django_durable.worker.inflight import InFlight
 from django_durable.worker.worker import Worker
-from tests.conftest import wait_for
+from tests.conftest import serve, wait_for
 from tests.testapp import workflows as wf
 from tests.testapp.models import Execution
 
@@ -43,18 +42,6 @@ def starts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(stored, "record_start", counting)
     monkeypatch.setattr(startmarks, "record_start", counting)
     return written
-
-
-def serve(worker: Worker) -> threading.Thread:
-    def run() -> None:
-        try:
-            worker.run()
-        finally:
-            connections.close_all()  # this thread's
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_quick_bodies_are_recorded_by_their_checkpoints_alone(starts):
